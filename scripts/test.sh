@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: installs what it needs (scripts/setup.sh), then the Rust tests (unit,
+# integration, mpirun) and the Python cross-checks against PyTorch.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+bash scripts/setup.sh
+export SAGAN_PYTHON="$root/.venv/bin/python"
+# Under mpirun as root (CI, containers) OpenMPI needs these; harmless otherwise.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+cargo build --release --bins --tests
+cargo test --release -- --test-threads=1

@@ -1,0 +1,406 @@
+//! Typed run configuration: TOML with documented defaults, `--set section.key=value` overrides,
+//! validation that names the offending key and file, and a stable hash for cross-rank comparison.
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, IoContext, Result};
+use crate::model::arch::Arch;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    pub data: DataConfig,
+    pub dist: DistConfig,
+    pub output: OutputConfig,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttentionKind {
+    /// Official code: keys and values max-pooled 2x2, values C/2 wide, output 1x1 conv back to C.
+    Official,
+    /// Paper: values C wide, no pooling, no output conv.
+    Paper,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Image side in pixels; selects the architecture table (32, 64, 128, 256).
+    pub resolution: i64,
+    /// Image channels: 1 for grayscale data, 3 for colour.
+    pub img_channels: i64,
+    /// Number of classes for conditional BN (G) and the projection head (D).
+    pub num_classes: i64,
+    /// Latent size.
+    pub z_dim: i64,
+    /// G base width; block widths are multiples of it (see the architecture table).
+    pub g_ch: i64,
+    /// D base width.
+    pub d_ch: i64,
+    /// Feature-map resolutions after which G has a self-attention block.
+    pub g_attn_res: Vec<i64>,
+    /// Feature-map resolutions after which D has a self-attention block.
+    pub d_attn_res: Vec<i64>,
+    /// Attention variant: "official" (default) or "paper".
+    pub attention: AttentionKind,
+    /// Epsilon of the power iteration's l2 normalisation (official code: 1e-12; BigGAN: 1e-8).
+    pub sn_eps: f64,
+    /// Batch-norm epsilon.
+    pub bn_eps: f64,
+    /// Running-statistics momentum (TF decay 0.999 = momentum 0.001).
+    pub bn_momentum: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Generator steps to run.
+    pub steps: i64,
+    /// Global batch; each rank takes batch_size / world_size.
+    pub batch_size: i64,
+    /// D steps per G step.
+    pub d_steps: i64,
+    pub lr_g: f64,
+    pub lr_d: f64,
+    pub beta1: f64,
+    /// The paper's 0.9; the official code leaves TF's 0.999.
+    pub beta2: f64,
+    pub adam_eps: f64,
+    /// EMA decay of G's weights into G_ema; 0 disables the average (G_ema = G).
+    pub ema_decay: f64,
+    /// Step from which the EMA averages; before it G_ema copies G.
+    pub ema_start: i64,
+    pub seed: i64,
+    /// Print losses every this many steps (rank 0).
+    pub log_every: i64,
+    /// Write a sample grid every this many steps (0 = only at the end).
+    pub sample_every: i64,
+    /// Intra-op threads per rank; 0 = cores on this node / ranks on this node.
+    pub threads: i64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetKind {
+    FashionMnist,
+    Cifar10,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    pub dataset: DatasetKind,
+    /// Directory with the dataset's files.
+    pub path: PathBuf,
+    /// Drop the samples that do not fill a whole global batch (else pad by repeating).
+    pub drop_remainder: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// NCCL on CUDA, MPI on CPU, Local for a single rank.
+    Auto,
+    Local,
+    Mpi,
+    Nccl,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistConfig {
+    pub backend: BackendKind,
+    /// Gradient bucket size in MiB; 0 = one bucket per network.
+    pub bucket_mb: f64,
+    /// Check that SN u/v and BN buffers agree across ranks every this many steps (0 = never).
+    pub sync_check_every: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Run directory: samples, weights, logs.
+    pub dir: PathBuf,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            resolution: 32,
+            img_channels: 1,
+            num_classes: 10,
+            z_dim: 128,
+            g_ch: 64,
+            d_ch: 64,
+            g_attn_res: vec![16],
+            d_attn_res: vec![16],
+            attention: AttentionKind::Official,
+            sn_eps: 1e-12,
+            bn_eps: 1e-5,
+            bn_momentum: 0.001,
+        }
+    }
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 1000,
+            batch_size: 64,
+            d_steps: 1,
+            lr_g: 1e-4,
+            lr_d: 4e-4,
+            beta1: 0.0,
+            beta2: 0.9,
+            adam_eps: 1e-8,
+            ema_decay: 0.9999,
+            ema_start: 2000,
+            seed: 0,
+            log_every: 50,
+            sample_every: 0,
+            threads: 0,
+        }
+    }
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            dataset: DatasetKind::FashionMnist,
+            path: PathBuf::from("/usr/share/datasets/fashion-mnist"),
+            drop_remainder: true,
+        }
+    }
+}
+
+impl Default for DistConfig {
+    fn default() -> Self {
+        Self {
+            backend: BackendKind::Auto,
+            bucket_mb: 25.0,
+            sync_check_every: 100,
+        }
+    }
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("runs/sagan"),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies `overrides` ("section.key=value"), deserialises and validates.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).at(path)?;
+        Self::from_toml_str(&text, &path.display().to_string(), overrides)
+    }
+
+    /// `origin` names the source in error messages (a file path, or "<defaults>").
+    pub fn from_toml_str(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
+        let err = |msg: String| Error::Config {
+            file: origin.to_string(),
+            msg,
+        };
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| err(e.to_string()))?;
+        for o in overrides {
+            apply_override(&mut table, o).map_err(|m| err(format!("--set {o}: {m}")))?;
+        }
+        let cfg: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                err(format!("key `{key}`: {}", e.into_inner()))
+            })?;
+        cfg.validate().map_err(err)?;
+        Ok(cfg)
+    }
+
+    /// Checks values that the types alone cannot; the message names the key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let m = &self.model;
+        let t = &self.train;
+        let positive_i = [
+            ("model.img_channels", m.img_channels),
+            ("model.num_classes", m.num_classes),
+            ("model.z_dim", m.z_dim),
+            ("model.g_ch", m.g_ch),
+            ("model.d_ch", m.d_ch),
+            ("train.steps", t.steps),
+            ("train.batch_size", t.batch_size),
+            ("train.d_steps", t.d_steps),
+            ("train.log_every", t.log_every),
+        ];
+        for (key, v) in positive_i {
+            if v <= 0 {
+                return Err(format!("key `{key}` must be > 0, got {v}"));
+            }
+        }
+        let non_negative_i = [
+            ("train.ema_start", t.ema_start),
+            ("train.sample_every", t.sample_every),
+            ("train.threads", t.threads),
+            ("dist.sync_check_every", self.dist.sync_check_every),
+        ];
+        for (key, v) in non_negative_i {
+            if v < 0 {
+                return Err(format!("key `{key}` must be >= 0, got {v}"));
+            }
+        }
+        let positive_f = [
+            ("train.lr_g", t.lr_g),
+            ("train.lr_d", t.lr_d),
+            ("train.adam_eps", t.adam_eps),
+            ("model.sn_eps", m.sn_eps),
+            ("model.bn_eps", m.bn_eps),
+        ];
+        for (key, v) in positive_f {
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(format!("key `{key}` must be a finite number > 0, got {v}"));
+            }
+        }
+        let unit = [
+            ("train.beta1", t.beta1),
+            ("train.beta2", t.beta2),
+            ("train.ema_decay", t.ema_decay),
+            ("model.bn_momentum", m.bn_momentum),
+        ];
+        for (key, v) in unit {
+            if !(0.0..1.0).contains(&v) {
+                return Err(format!("key `{key}` must be in [0, 1), got {v}"));
+            }
+        }
+        if !(self.dist.bucket_mb >= 0.0 && self.dist.bucket_mb.is_finite()) {
+            return Err(format!(
+                "key `dist.bucket_mb` must be >= 0, got {}",
+                self.dist.bucket_mb
+            ));
+        }
+        if m.g_ch % 8 != 0 || m.d_ch % 8 != 0 {
+            return Err(format!(
+                "keys `model.g_ch` and `model.d_ch` must be multiples of 8 (attention uses C/8 channels), got {} and {}",
+                m.g_ch, m.d_ch
+            ));
+        }
+        let arch = Arch::for_resolution(m.resolution).ok_or_else(|| {
+            format!(
+                "key `model.resolution`: no architecture for {}; available: {:?}",
+                m.resolution,
+                Arch::resolutions()
+            )
+        })?;
+        for (key, wanted, available) in [
+            ("model.g_attn_res", &m.g_attn_res, arch.g_resolutions()),
+            ("model.d_attn_res", &m.d_attn_res, arch.d_resolutions()),
+        ] {
+            for r in wanted {
+                if !available.contains(r) {
+                    return Err(format!(
+                        "key `{key}`: the {}x{} architecture has no {r}x{r} feature map; available: {available:?}",
+                        m.resolution, m.resolution
+                    ));
+                }
+                if m.attention == AttentionKind::Official && r % 2 != 0 {
+                    return Err(format!("key `{key}`: official attention max-pools 2x2, needs an even resolution, got {r}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Per-rank batch for `world_size` ranks; the global batch must split evenly.
+    pub fn batch_per_rank(&self, world_size: i64) -> Result<i64> {
+        let b = self.train.batch_size;
+        if b % world_size != 0 {
+            return Err(Error::Config {
+                file: "<run>".into(),
+                msg: format!(
+                    "key `train.batch_size` = {b} is not divisible by the {world_size} ranks of this run"
+                ),
+            });
+        }
+        Ok(b / world_size)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config always serialises")
+    }
+
+    /// Hash of the canonical serialisation: equal on every rank iff the effective configs are equal.
+    pub fn hash(&self) -> [u8; 32] {
+        Sha256::digest(self.to_toml().as_bytes()).into()
+    }
+}
+
+fn apply_override(table: &mut toml::Table, spec: &str) -> std::result::Result<(), String> {
+    let (key, raw) = spec
+        .split_once('=')
+        .ok_or_else(|| "expected section.key=value".to_string())?;
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(format!("bad key `{key}`"));
+    }
+    // A bare word that is not valid TOML (a path, a name) is taken as a string.
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let (last, sections) = parts.split_last().expect("non-empty");
+    let mut cur = table;
+    for s in sections {
+        cur = cur
+            .entry(s.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| format!("`{s}` is not a section"))?;
+    }
+    cur.insert(last.to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+        let c = Config::from_toml_str("", "<empty>", &[]).unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn override_sets_nested_values() {
+        let c = Config::from_toml_str(
+            "",
+            "x",
+            &[
+                "train.lr_d=0.001".into(),
+                "output.dir=/tmp/a b".into(),
+                "model.g_attn_res=[8]".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.train.lr_d, 0.001);
+        assert_eq!(c.output.dir, PathBuf::from("/tmp/a b"));
+        assert_eq!(c.model.g_attn_res, vec![8]);
+    }
+
+    #[test]
+    fn hash_tracks_content() {
+        let a = Config::default();
+        let mut b = Config::default();
+        assert_eq!(a.hash(), b.hash());
+        b.train.seed = 1;
+        assert_ne!(a.hash(), b.hash());
+    }
+}

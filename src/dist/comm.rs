@@ -1,0 +1,44 @@
+//! The collective operations training needs, implemented by each backend.
+use tch::Tensor;
+
+use crate::error::Result;
+
+pub trait Comm {
+    fn rank(&self) -> usize;
+    fn size(&self) -> usize;
+    fn name(&self) -> &'static str;
+    /// Sums `t` over all ranks, in place. `t` must be contiguous.
+    fn all_reduce_sum(&self, t: &mut Tensor) -> Result<()>;
+    /// Overwrites `t` on every rank with rank `root`'s `t`.
+    fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<()>;
+    /// Gathers one byte string from every rank onto every rank (small control messages).
+    fn all_gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>>;
+    fn barrier(&self) -> Result<()>;
+}
+
+/// A single process: every collective is the identity.
+pub struct LocalComm;
+
+impl Comm for LocalComm {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn name(&self) -> &'static str {
+        "local"
+    }
+    fn all_reduce_sum(&self, _t: &mut Tensor) -> Result<()> {
+        Ok(())
+    }
+    fn broadcast(&self, _t: &mut Tensor, _root: usize) -> Result<()> {
+        Ok(())
+    }
+    fn all_gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+        Ok(vec![bytes.to_vec()])
+    }
+    fn barrier(&self) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,7 @@
+//! Ranks, devices and the collectives that keep replicas identical.
+pub mod buckets;
+pub mod comm;
+pub mod device;
+pub mod sync;
+
+pub use comm::{Comm, LocalComm};

@@ -1,0 +1,11 @@
+//! sagan: a data-parallel trainer for Self-Attention GANs (Zhang et al. 2018) on libtorch.
+pub mod config;
+pub mod data;
+pub mod dist;
+pub mod error;
+pub mod model;
+pub mod samples;
+pub mod summary;
+pub mod train;
+
+pub use error::{Error, Result};

@@ -1,0 +1,91 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use sagan::config::Config;
+use sagan::dist::{device, LocalComm};
+use sagan::train::{run, Trainer};
+
+#[derive(Parser)]
+#[command(
+    name = "sagan",
+    version,
+    about = "Data-parallel Self-Attention GAN trainer on libtorch"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a SAGAN (one process per rank under mpirun or srun).
+    Train {
+        #[arg(long)]
+        config: PathBuf,
+        /// Override a config value: --set train.steps=100 (repeatable).
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Print parameter counts and output shapes of each config's G and D.
+    ModelSummary {
+        #[arg(required = true)]
+        configs: Vec<PathBuf>,
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Print the effective config (defaults, file and overrides merged) as TOML.
+    ShowConfig {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run_cli(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sagan: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_cli(cli: Cli) -> sagan::Result<()> {
+    match cli.command {
+        Command::Train { config, overrides } => {
+            let cfg = Config::load(&config, &overrides)?;
+            let dev = device::pick_device(0);
+            tch::set_num_threads(device::cpu_threads(cfg.train.threads, 1));
+            let trainer = Trainer::new(cfg, Box::new(LocalComm), dev)?;
+            run::run(trainer)?;
+        }
+        Command::ModelSummary { configs, overrides } => {
+            println!(
+                "{:<28} {:>12} {:>12} {:>18} {:>8} {:>5} {:>5}",
+                "config", "G params", "D params", "G output", "D out", "G att", "D att"
+            );
+            for path in configs {
+                let cfg = Config::load(&path, &overrides)?;
+                let s = sagan::summary::summarise(&cfg)?;
+                println!(
+                    "{:<28} {:>12} {:>12} {:>18} {:>8} {:>5} {:>5}",
+                    path.display(),
+                    s.g_params,
+                    s.d_params,
+                    format!("{:?}", s.g_output),
+                    format!("{:?}", s.d_output),
+                    s.g_attention,
+                    s.d_attention
+                );
+            }
+        }
+        Command::ShowConfig { config, overrides } => {
+            print!("{}", Config::load(&config, &overrides)?.to_toml());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! SAGAN generator: SN linear to 4x4, residual up-blocks with class-conditional BN, attention where
+//! the config places it, BN-ReLU-conv3-tanh tail.
+use tch::{nn, Device, Tensor};
+
+use super::arch::Arch;
+use super::attention::SelfAttention;
+use super::batch_norm::{AffineBatchNorm, BnMode};
+use super::blocks::UpBlock;
+use super::spectral_norm::{SnConv2d, SnLinear, SnRegistry};
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+
+pub struct Generator {
+    pub vs: nn::VarStore,
+    pub sn: SnRegistry,
+    input: SnLinear,
+    blocks: Vec<UpBlock>,
+    /// attention[i] follows blocks[i].
+    attention: Vec<Option<SelfAttention>>,
+    bn: AffineBatchNorm,
+    out: SnConv2d,
+    input_ch: i64,
+    pub z_dim: i64,
+}
+
+impl Generator {
+    pub fn new(m: &ModelConfig, device: Device) -> Result<Self> {
+        let arch = Arch::for_resolution(m.resolution).ok_or_else(|| {
+            Error::Model(format!("no architecture for resolution {}", m.resolution))
+        })?;
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let sn = SnRegistry::new(m.sn_eps);
+        let input_ch = arch.g_input_mult * m.g_ch;
+        let input = SnLinear::new(&sn, &root / "input", m.z_dim, 16 * input_ch, true);
+        let mut blocks = Vec::new();
+        let mut attention = Vec::new();
+        let mut c = input_ch;
+        for (i, (&mult, res)) in arch.g_blocks.iter().zip(arch.g_resolutions()).enumerate() {
+            let c_out = mult * m.g_ch;
+            blocks.push(UpBlock::new(&sn, &root / "blocks" / i, c, c_out, m));
+            attention.push(
+                m.g_attn_res
+                    .contains(&res)
+                    .then(|| SelfAttention::new(&sn, &root / "attention" / i, c_out, m.attention)),
+            );
+            c = c_out;
+        }
+        let bn = AffineBatchNorm::new(&root / "bn", c, m.bn_eps, m.bn_momentum);
+        let out = SnConv2d::new(&sn, &root / "out", c, m.img_channels, 3, true);
+        Ok(Self {
+            vs,
+            sn,
+            input,
+            blocks,
+            attention,
+            bn,
+            out,
+            input_ch,
+            z_dim: m.z_dim,
+        })
+    }
+
+    pub fn forward(&self, z: &Tensor, y: &Tensor, mode: BnMode) -> Tensor {
+        self.forward_with_maps(z, y, mode).0
+    }
+
+    /// Images in [-1, 1] and the attention maps of every attention block, in order.
+    pub fn forward_with_maps(&self, z: &Tensor, y: &Tensor, mode: BnMode) -> (Tensor, Vec<Tensor>) {
+        let mut h = self.input.forward(z).view([-1, self.input_ch, 4, 4]);
+        let mut maps = Vec::new();
+        for (block, attn) in self.blocks.iter().zip(&self.attention) {
+            h = block.forward(&h, y, mode);
+            if let Some(a) = attn {
+                let (out, map) = a.forward_with_map(&h);
+                h = out;
+                maps.push(map);
+            }
+        }
+        let h = self.bn.forward(&h, mode).relu();
+        (self.out.forward(&h).tanh(), maps)
+    }
+
+    pub fn gammas(&self) -> Vec<Tensor> {
+        self.attention
+            .iter()
+            .flatten()
+            .map(|a| a.gamma.shallow_clone())
+            .collect()
+    }
+}

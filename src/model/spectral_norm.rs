@@ -1,0 +1,255 @@
+//! Spectral normalisation (Miyato et al.) with persistent u/v buffers and the layers that use it.
+//!
+//! `W / sigma` is computed once per training step by [`SpectralNorm::refresh`] and reused by every
+//! forward of that step, so D's real and fake passes see the same normalised weight.
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use tch::{nn, Kind, Tensor};
+
+/// What a refresh does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnMode {
+    /// One power iteration (updates u, v), then W/sigma with gradient through W.
+    PowerIteration,
+    /// W/sigma from the current u, v with gradient through W.
+    Fixed,
+    /// W/sigma from the current u, v, no gradient (the net is only a function of its input here).
+    Detached,
+}
+
+pub struct SpectralNorm {
+    pub weight: Tensor,
+    pub u: Tensor,
+    pub v: Tensor,
+    eps: f64,
+    normalised: RefCell<Option<Tensor>>,
+}
+
+fn l2_normalise(x: &Tensor, eps: f64) -> Tensor {
+    x / (x.norm() + eps)
+}
+
+impl SpectralNorm {
+    /// Registers `weight` (trainable, Xavier-uniform with the given fans) and the `weight_u`,
+    /// `weight_v` buffers under `p`.
+    pub fn new(p: &nn::Path, shape: &[i64], fan_in: i64, fan_out: i64, eps: f64) -> Rc<Self> {
+        let bound = (6.0 / (fan_in + fan_out) as f64).sqrt();
+        let weight = p.var(
+            "weight",
+            shape,
+            nn::Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        );
+        let rows = shape[0];
+        let cols: i64 = shape[1..].iter().product();
+        let mut u = p.zeros_no_train("weight_u", &[rows]);
+        let mut v = p.zeros_no_train("weight_v", &[cols]);
+        tch::no_grad(|| {
+            u.copy_(&l2_normalise(
+                &Tensor::randn([rows], (Kind::Float, p.device())),
+                eps,
+            ));
+            v.copy_(&l2_normalise(
+                &Tensor::randn([cols], (Kind::Float, p.device())),
+                eps,
+            ));
+        });
+        Rc::new(Self {
+            weight,
+            u,
+            v,
+            eps,
+            normalised: RefCell::new(None),
+        })
+    }
+
+    fn matrix(&self) -> Tensor {
+        self.weight.view([self.weight.size()[0], -1])
+    }
+
+    pub fn refresh(&self, mode: SnMode) {
+        if mode == SnMode::PowerIteration {
+            tch::no_grad(|| {
+                let w = self.matrix();
+                let v = l2_normalise(&w.tr().mv(&self.u), self.eps);
+                let u = l2_normalise(&w.mv(&v), self.eps);
+                self.v.shallow_clone().copy_(&v);
+                self.u.shallow_clone().copy_(&u);
+            });
+        }
+        let compute = || {
+            let sigma = self.u.dot(&self.matrix().mv(&self.v));
+            &self.weight / sigma
+        };
+        let w = if mode == SnMode::Detached {
+            tch::no_grad(compute)
+        } else {
+            compute()
+        };
+        *self.normalised.borrow_mut() = Some(w);
+    }
+
+    /// The normalised weight of the current step.
+    pub fn weight(&self) -> Tensor {
+        self.normalised
+            .borrow()
+            .as_ref()
+            .expect("SpectralNorm::refresh must run before the first forward")
+            .shallow_clone()
+    }
+
+    /// sigma estimated from the current u, v (for diagnostics and tests).
+    pub fn sigma(&self) -> f64 {
+        tch::no_grad(|| self.u.dot(&self.matrix().mv(&self.v)).double_value(&[]))
+    }
+}
+
+/// Collects every spectrally normalised weight of a network so they can be refreshed together.
+#[derive(Default)]
+pub struct SnRegistry {
+    layers: RefCell<Vec<Rc<SpectralNorm>>>,
+    pub eps: f64,
+}
+
+impl SnRegistry {
+    pub fn new(eps: f64) -> Self {
+        Self {
+            layers: RefCell::new(Vec::new()),
+            eps,
+        }
+    }
+
+    pub fn make(&self, p: &nn::Path, shape: &[i64], fan_in: i64, fan_out: i64) -> Rc<SpectralNorm> {
+        let sn = SpectralNorm::new(p, shape, fan_in, fan_out, self.eps);
+        self.layers.borrow_mut().push(sn.clone());
+        sn
+    }
+
+    pub fn refresh(&self, mode: SnMode) {
+        for l in self.layers.borrow().iter() {
+            l.refresh(mode);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.layers.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub struct SnConv2d {
+    pub sn: Rc<SpectralNorm>,
+    pub bias: Option<Tensor>,
+    padding: i64,
+}
+
+impl SnConv2d {
+    pub fn new(reg: &SnRegistry, p: nn::Path, c_in: i64, c_out: i64, k: i64, bias: bool) -> Self {
+        let sn = reg.make(&p, &[c_out, c_in, k, k], c_in * k * k, c_out * k * k);
+        let bias = bias.then(|| p.zeros("bias", &[c_out]));
+        Self {
+            sn,
+            bias,
+            padding: k / 2,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.conv2d(
+            &self.sn.weight(),
+            self.bias.as_ref(),
+            [1, 1],
+            [self.padding, self.padding],
+            [1, 1],
+            1,
+        )
+    }
+}
+
+pub struct SnLinear {
+    pub sn: Rc<SpectralNorm>,
+    pub bias: Option<Tensor>,
+}
+
+impl SnLinear {
+    pub fn new(reg: &SnRegistry, p: nn::Path, d_in: i64, d_out: i64, bias: bool) -> Self {
+        let sn = reg.make(&p, &[d_out, d_in], d_in, d_out);
+        let bias = bias.then(|| p.zeros("bias", &[d_out]));
+        Self { sn, bias }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.sn.weight(), self.bias.as_ref())
+    }
+}
+
+/// Class embedding of D's projection head: the (classes x C) table is spectrally normalised.
+pub struct SnEmbedding {
+    pub sn: Rc<SpectralNorm>,
+}
+
+impl SnEmbedding {
+    pub fn new(reg: &SnRegistry, p: nn::Path, classes: i64, dim: i64) -> Self {
+        Self {
+            sn: reg.make(&p, &[classes, dim], classes, dim),
+        }
+    }
+
+    pub fn forward(&self, y: &Tensor) -> Tensor {
+        Tensor::embedding(&self.sn.weight(), y, -1, false, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    #[test]
+    fn power_iteration_converges_to_the_top_singular_value() {
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let reg = SnRegistry::new(1e-12);
+        let conv = SnConv2d::new(&reg, vs.root() / "c", 16, 32, 3, true);
+        for _ in 0..200 {
+            reg.refresh(SnMode::PowerIteration);
+        }
+        let w = conv.sn.weight().view([32, -1]);
+        let s = w.svd(true, true).1.double_value(&[0]);
+        assert!(
+            (s - 1.0).abs() < 1e-3,
+            "top singular value of W/sigma is {s}"
+        );
+        let raw = conv
+            .sn
+            .weight
+            .view([32, -1])
+            .svd(true, true)
+            .1
+            .double_value(&[0]);
+        assert!((conv.sn.sigma() - raw).abs() / raw < 1e-3);
+    }
+
+    #[test]
+    fn normalised_weight_is_reused_until_refreshed() {
+        tch::manual_seed(4);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let reg = SnRegistry::new(1e-12);
+        let lin = SnLinear::new(&reg, vs.root() / "l", 8, 4, false);
+        reg.refresh(SnMode::PowerIteration);
+        let u0 = lin.sn.u.copy();
+        let a = lin.sn.weight();
+        let b = lin.sn.weight();
+        assert_eq!(a.data_ptr(), b.data_ptr());
+        reg.refresh(SnMode::Fixed);
+        assert!(lin.sn.u.equal(&u0), "Fixed must not run a power iteration");
+        reg.refresh(SnMode::PowerIteration);
+        assert!(!lin.sn.u.equal(&u0));
+    }
+}

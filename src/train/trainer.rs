@@ -1,0 +1,197 @@
+//! One SAGAN training step per call, identical on every rank: D step(s), G step, EMA.
+use tch::{Device, Kind, Tensor};
+
+use super::adam::Adam;
+use super::ema::Ema;
+use super::loss;
+use crate::config::Config;
+use crate::data::{Dataset, DistributedSampler, Loader};
+use crate::dist::{buckets, sync, Comm};
+use crate::error::Result;
+use crate::model::{self, BnMode, Discriminator, Generator, SnMode};
+
+/// What one step measured (rank-local losses; gradient norms are of the averaged gradients).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct StepStats {
+    pub d_loss_real: f64,
+    pub d_loss_fake: f64,
+    pub g_loss: f64,
+    pub d_real: f64,
+    pub d_fake: f64,
+    pub d_grad_norm: f64,
+    pub g_grad_norm: f64,
+}
+
+pub struct Trainer {
+    pub cfg: Config,
+    pub device: Device,
+    pub comm: Box<dyn Comm>,
+    pub g: Generator,
+    pub d: Discriminator,
+    pub g_ema: Generator,
+    pub opt_g: Adam,
+    pub opt_d: Adam,
+    ema: Ema,
+    loader: Loader,
+    batch: i64,
+    bucket_bytes: usize,
+    /// Generator steps completed.
+    pub step: i64,
+    /// Buffers re-broadcast because ranks disagreed.
+    pub resyncs: usize,
+}
+
+impl Trainer {
+    pub fn new(cfg: Config, comm: Box<dyn Comm>, device: Device) -> Result<Self> {
+        let (rank, world) = (comm.rank() as i64, comm.size() as i64);
+        let batch = cfg.batch_per_rank(world)?;
+        let data = Dataset::load(&cfg.data, &cfg.model)?;
+        // Same initial weights everywhere; rank 0's are broadcast anyway, so this is belt and braces.
+        tch::manual_seed(cfg.train.seed);
+        let g = Generator::new(&cfg.model, device)?;
+        let d = Discriminator::new(&cfg.model, device)?;
+        let g_ema = Generator::new(&cfg.model, device)?;
+        for vs in [&g.vs, &d.vs, &g_ema.vs] {
+            sync::broadcast_from_root(comm.as_ref(), &model::named_variables(vs))?;
+        }
+        let t = &cfg.train;
+        let opt_g = Adam::new(
+            model::parameters(&g.vs),
+            t.lr_g,
+            t.beta1,
+            t.beta2,
+            t.adam_eps,
+        );
+        let opt_d = Adam::new(
+            model::parameters(&d.vs),
+            t.lr_d,
+            t.beta1,
+            t.beta2,
+            t.adam_eps,
+        );
+        let ema = Ema::new(&g.vs, &g_ema.vs, t.ema_decay, t.ema_start);
+        let sampler = DistributedSampler {
+            len: data.len(),
+            rank: rank as usize,
+            world: world as usize,
+            seed: t.seed as u64,
+            drop_remainder: cfg.data.drop_remainder,
+            global_batch: t.batch_size as usize,
+        };
+        let loader = Loader::new(&data, sampler, batch as usize, 0, 4, device);
+        // Noise differs per rank (StyleGAN2-ADA's seed * world + rank).
+        tch::manual_seed(t.seed * world + rank);
+        Ok(Self {
+            bucket_bytes: (cfg.dist.bucket_mb * 1024.0 * 1024.0) as usize,
+            cfg,
+            device,
+            comm,
+            g,
+            d,
+            g_ema,
+            opt_g,
+            opt_d,
+            ema,
+            loader,
+            batch,
+            step: 0,
+            resyncs: 0,
+        })
+    }
+
+    fn noise(&self) -> (Tensor, Tensor) {
+        let z = Tensor::randn(
+            [self.batch, self.cfg.model.z_dim],
+            (Kind::Float, self.device),
+        );
+        let y = Tensor::randint(
+            self.cfg.model.num_classes,
+            [self.batch],
+            (Kind::Int64, self.device),
+        );
+        (z, y)
+    }
+
+    pub fn train_step(&mut self) -> Result<StepStats> {
+        let mut s = StepStats::default();
+        self.g.sn.refresh(SnMode::PowerIteration);
+        for _ in 0..self.cfg.train.d_steps {
+            // The official code updates D's u on the real pass; one refresh serves both passes.
+            self.d.sn.refresh(SnMode::PowerIteration);
+            let real = self.loader.next_batch();
+            let (z, y_fake) = self.noise();
+            let fake = tch::no_grad(|| self.g.forward(&z, &y_fake, BnMode::Train));
+            let d_real = self.d.forward(&real.images, &real.labels);
+            let d_fake = self.d.forward(&fake, &y_fake);
+            let (l_real, l_fake) = loss::d_hinge(&d_real, &d_fake);
+            self.opt_d.zero_grad();
+            (&l_real + &l_fake).backward();
+            s.d_grad_norm = buckets::all_reduce_gradients(
+                self.comm.as_ref(),
+                self.opt_d.params(),
+                self.bucket_bytes,
+                "D",
+                self.step,
+            )?;
+            self.opt_d.step();
+            s.d_loss_real = l_real.double_value(&[]);
+            s.d_loss_fake = l_fake.double_value(&[]);
+            s.d_real = d_real.mean(None).double_value(&[]);
+            s.d_fake = d_fake.mean(None).double_value(&[]);
+        }
+        // D's weights changed: normalise them again, without a power iteration or gradient.
+        self.d.sn.refresh(SnMode::Detached);
+        let (z, y) = self.noise();
+        let g_loss = loss::g_hinge(&self.d.forward(&self.g.forward(&z, &y, BnMode::Train), &y));
+        self.opt_g.zero_grad();
+        g_loss.backward();
+        s.g_grad_norm = buckets::all_reduce_gradients(
+            self.comm.as_ref(),
+            self.opt_g.params(),
+            self.bucket_bytes,
+            "G",
+            self.step,
+        )?;
+        self.opt_g.step();
+        s.g_loss = g_loss.double_value(&[]);
+        self.step += 1;
+        self.ema.update(self.step);
+        let every = self.cfg.dist.sync_check_every;
+        if every > 0 && self.step % every == 0 {
+            self.resyncs += self.check_buffers()?.len();
+        }
+        Ok(s)
+    }
+
+    /// The agreement check of every buffer (SN u/v, BN statistics) of G, D and G_ema; differing
+    /// buffers are re-broadcast from rank 0. Returns their names.
+    pub fn check_buffers(&self) -> Result<Vec<String>> {
+        let mut repaired = Vec::new();
+        for (net, vs) in [
+            ("G", &self.g.vs),
+            ("D", &self.d.vs),
+            ("G_ema", &self.g_ema.vs),
+        ] {
+            for name in sync::check_and_repair(self.comm.as_ref(), &model::buffers(vs))? {
+                repaired.push(format!("{net}.{name}"));
+            }
+        }
+        Ok(repaired)
+    }
+
+    /// Attention gammas of G then D.
+    pub fn gammas(&self) -> Vec<f64> {
+        self.g
+            .gammas()
+            .iter()
+            .chain(self.d.gammas().iter())
+            .map(|t| t.double_value(&[0]))
+            .collect()
+    }
+
+    /// Class-conditional samples from G_ema (batch statistics, running statistics untouched).
+    pub fn sample(&self, z: &Tensor, y: &Tensor) -> Tensor {
+        self.g_ema.sn.refresh(SnMode::Detached);
+        tch::no_grad(|| self.g_ema.forward(z, y, BnMode::Batch))
+    }
+}

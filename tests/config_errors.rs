@@ -1,0 +1,109 @@
+//! Bad configs fail with a message that names the file and the key.
+use std::process::Command;
+
+fn show_config(toml: &str, extra: &[&str]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sagan"))
+        .arg("show-config")
+        .arg("--config")
+        .arg(&path)
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    if !out.status.success() {
+        assert!(
+            stderr.contains("bad.toml"),
+            "error does not name the file: {stderr}"
+        );
+    }
+    (out.status.success(), stderr)
+}
+
+fn assert_error(toml: &str, extra: &[&str], needles: &[&str]) {
+    let (ok, stderr) = show_config(toml, extra);
+    assert!(!ok, "config was accepted: {toml}");
+    for n in needles {
+        assert!(stderr.contains(n), "error lacks {n:?}: {stderr}");
+    }
+}
+
+#[test]
+fn unknown_key() {
+    assert_error(
+        "[train]\nlearning_rate = 0.1\n",
+        &[],
+        &["train.learning_rate", "unknown field"],
+    );
+}
+
+#[test]
+fn unknown_section() {
+    assert_error("[trian]\nsteps = 1\n", &[], &["unknown field `trian`"]);
+}
+
+#[test]
+fn wrong_type() {
+    assert_error(
+        "[train]\nlr_d = \"fast\"\n",
+        &[],
+        &["train.lr_d", "invalid type"],
+    );
+}
+
+#[test]
+fn negative_learning_rate() {
+    assert_error("[train]\nlr_g = -1e-4\n", &[], &["train.lr_g", "> 0"]);
+}
+
+#[test]
+fn attention_where_the_architecture_has_no_such_resolution() {
+    assert_error(
+        "[model]\nresolution = 32\ng_attn_res = [64]\n",
+        &[],
+        &["model.g_attn_res", "no 64x64"],
+    );
+    assert_error(
+        "[model]\nresolution = 128\nd_attn_res = [128]\n",
+        &[],
+        &["model.d_attn_res", "no 128x128"],
+    );
+}
+
+#[test]
+fn unknown_resolution() {
+    assert_error(
+        "[model]\nresolution = 48\n",
+        &[],
+        &["model.resolution", "48"],
+    );
+}
+
+#[test]
+fn bad_override_is_named() {
+    assert_error("", &["--set", "train.steps=-5"], &["train.steps", "> 0"]);
+    assert_error("", &["--set", "nonsense"], &["--set nonsense"]);
+}
+
+#[test]
+fn batch_must_split_over_ranks() {
+    let cfg =
+        sagan::config::Config::from_toml_str("[train]\nbatch_size = 30\n", "x.toml", &[]).unwrap();
+    let err = cfg.batch_per_rank(4).unwrap_err().to_string();
+    assert!(
+        err.contains("train.batch_size") && err.contains("4 ranks"),
+        "{err}"
+    );
+    assert_eq!(cfg.batch_per_rank(3).unwrap(), 10);
+}
+
+#[test]
+fn shipped_configs_are_valid() {
+    for name in ["fmnist32", "cifar10_32", "imagenet128"] {
+        let path = format!("{}/configs/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+        let (ok, stderr) = show_config(&std::fs::read_to_string(&path).unwrap(), &[]);
+        assert!(ok, "{name}: {stderr}");
+    }
+}
