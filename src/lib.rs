@@ -3,6 +3,8 @@ pub mod config;
 pub mod data;
 pub mod dist;
 pub mod error;
+pub mod log;
+pub mod metrics;
 pub mod model;
 pub mod samples;
 pub mod summary;

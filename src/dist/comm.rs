@@ -11,6 +11,8 @@ pub trait Comm {
     fn all_reduce_sum(&self, t: &mut Tensor) -> Result<()>;
     /// Overwrites `t` on every rank with rank `root`'s `t`.
     fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<()>;
+    /// Overwrites `bytes` on every rank with rank `root`'s bytes (lengths may differ before).
+    fn broadcast_bytes(&self, bytes: &mut Vec<u8>, root: usize) -> Result<()>;
     /// Gathers one byte string from every rank onto every rank (small control messages).
     fn all_gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>>;
     fn barrier(&self) -> Result<()>;
@@ -33,6 +35,9 @@ impl Comm for LocalComm {
         Ok(())
     }
     fn broadcast(&self, _t: &mut Tensor, _root: usize) -> Result<()> {
+        Ok(())
+    }
+    fn broadcast_bytes(&self, _bytes: &mut Vec<u8>, _root: usize) -> Result<()> {
         Ok(())
     }
     fn all_gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {

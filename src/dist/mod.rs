@@ -2,6 +2,7 @@
 pub mod buckets;
 pub mod comm;
 pub mod device;
+pub mod nccl;
 pub mod sync;
 
 pub use comm::{Comm, LocalComm};

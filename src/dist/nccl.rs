@@ -1,0 +1,1 @@
+//! NCCL backend (CUDA tensors), through cudarc.

@@ -1,0 +1,1 @@
+//! Monitoring output: TensorBoard event files.

@@ -1,0 +1,1 @@
+//! Evaluation metrics: FID and IS, and the feature networks behind them.
