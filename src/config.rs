@@ -119,6 +119,9 @@ pub struct DistConfig {
     pub bucket_mb: f64,
     /// Check that SN u/v and BN buffers agree across ranks every this many steps (0 = never).
     pub sync_check_every: i64,
+    /// Write every rank's parameters, buffers and Adam moments to `<output.dir>/rank_state/` at the
+    /// end (for verifying that replicas are identical).
+    pub dump_rank_state: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -184,6 +187,7 @@ impl Default for DistConfig {
             backend: BackendKind::Auto,
             bucket_mb: 25.0,
             sync_check_every: 100,
+            dump_rank_state: false,
         }
     }
 }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use sagan::config::Config;
-use sagan::dist::{device, LocalComm};
+use sagan::dist::launch;
 use sagan::train::{run, Trainer};
 
 #[derive(Parser)]
@@ -48,7 +48,11 @@ fn main() -> ExitCode {
     match run_cli(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sagan: error: {e}");
+            let rank = std::env::var("OMPI_COMM_WORLD_RANK")
+                .or_else(|_| std::env::var("SLURM_PROCID"))
+                .map(|r| format!(" (rank {r})"))
+                .unwrap_or_default();
+            eprintln!("sagan: error{rank}: {e}");
             ExitCode::FAILURE
         }
     }
@@ -58,9 +62,8 @@ fn run_cli(cli: Cli) -> sagan::Result<()> {
     match cli.command {
         Command::Train { config, overrides } => {
             let cfg = Config::load(&config, &overrides)?;
-            let dev = device::pick_device(0);
-            tch::set_num_threads(device::cpu_threads(cfg.train.threads, 1));
-            let trainer = Trainer::new(cfg, Box::new(LocalComm), dev)?;
+            let rank = launch::join(&cfg)?;
+            let trainer = Trainer::new(cfg, rank.comm, rank.device)?;
             run::run(trainer)?;
         }
         Command::ModelSummary { configs, overrides } => {

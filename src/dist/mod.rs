@@ -2,7 +2,11 @@
 pub mod buckets;
 pub mod comm;
 pub mod device;
+pub mod launch;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod nccl;
 pub mod sync;
+pub mod world;
 
 pub use comm::{Comm, LocalComm};

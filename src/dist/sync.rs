@@ -18,6 +18,22 @@ pub fn broadcast_from_root(comm: &dyn Comm, tensors: &[(String, Tensor)]) -> Res
     })
 }
 
+/// Replaces every tensor with its mean over ranks.
+pub fn average(comm: &dyn Comm, tensors: &[(String, Tensor)]) -> Result<()> {
+    if comm.size() == 1 {
+        return Ok(());
+    }
+    let world = comm.size() as f64;
+    tch::no_grad(|| {
+        for (_, t) in tensors {
+            let mut t = t.shallow_clone();
+            comm.all_reduce_sum(&mut t)?;
+            let _ = t.g_div_scalar_(world);
+        }
+        Ok(())
+    })
+}
+
 /// FNV-1a over the tensor's bytes: equal exactly when the values are bitwise equal.
 pub fn fingerprint(t: &Tensor) -> u64 {
     // Reinterpreting, not converting: the f32 bytes seen as u8.

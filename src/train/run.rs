@@ -79,6 +79,10 @@ pub fn run(mut t: Trainer) -> Result<RunSummary> {
             );
         }
         let every = t.cfg.train.sample_every;
+        if every > 0 && step % every == 0 && step != t.cfg.train.steps {
+            // Every rank takes part in the average; rank 0 alone draws and writes.
+            t.average_bn_statistics()?;
+        }
         if rank0 && every > 0 && step % every == 0 && step != t.cfg.train.steps {
             write_grid(
                 &t,
@@ -100,6 +104,12 @@ pub fn run(mut t: Trainer) -> Result<RunSummary> {
         resyncs: t.resyncs,
         run_dir: dir.clone(),
     };
+    t.average_bn_statistics()?;
+    if t.cfg.dist.dump_rank_state {
+        let d = dir.join("rank_state");
+        std::fs::create_dir_all(&d).at(&d)?;
+        save_weights(&t.replicated_state(), &d.join(format!("rank{}.safetensors", t.comm.rank())))?;
+    }
     if rank0 {
         write_grid(&t, &grid_z, &grid_y, &dir.join("samples.png"))?;
         for (name, vs) in [("G", &t.g.vs), ("D", &t.d.vs), ("G_ema", &t.g_ema.vs)] {

@@ -158,25 +158,58 @@ impl Trainer {
         self.ema.update(self.step);
         let every = self.cfg.dist.sync_check_every;
         if every > 0 && self.step % every == 0 {
-            self.resyncs += self.check_buffers()?.len();
+            self.check_buffers()?;
         }
         Ok(s)
     }
 
-    /// The agreement check of every buffer (SN u/v, BN statistics) of G, D and G_ema; differing
-    /// buffers are re-broadcast from rank 0. Returns their names.
-    pub fn check_buffers(&self) -> Result<Vec<String>> {
+    /// The agreement check of every spectral-norm u/v of G, D and G_ema; differing ones are
+    /// re-broadcast from rank 0, counted in `resyncs` and reported. Returns their names. (BN running
+    /// statistics legitimately differ, each rank normalising its own batches: see
+    /// [`Trainer::average_bn_statistics`].)
+    pub fn check_buffers(&mut self) -> Result<Vec<String>> {
         let mut repaired = Vec::new();
-        for (net, vs) in [
-            ("G", &self.g.vs),
-            ("D", &self.d.vs),
-            ("G_ema", &self.g_ema.vs),
-        ] {
-            for name in sync::check_and_repair(self.comm.as_ref(), &model::buffers(vs))? {
+        for (net, vs) in [("G", &self.g.vs), ("D", &self.d.vs), ("G_ema", &self.g_ema.vs)] {
+            let sn: Vec<(String, Tensor)> =
+                model::buffers(vs).into_iter().filter(|(n, _)| n.ends_with("weight_u") || n.ends_with("weight_v")).collect();
+            for name in sync::check_and_repair(self.comm.as_ref(), &sn)? {
                 repaired.push(format!("{net}.{name}"));
             }
         }
+        self.resyncs += repaired.len();
+        if !repaired.is_empty() && self.comm.rank() == 0 {
+            eprintln!(
+                "sagan: step {}: ranks disagreed on {} buffer(s), re-broadcast from rank 0: {}",
+                self.step,
+                repaired.len(),
+                repaired.join(", ")
+            );
+        }
         Ok(repaired)
+    }
+
+    /// Replaces every rank's BN running statistics (G and G_ema) with their mean over ranks; run
+    /// before evaluation and before anything is saved.
+    pub fn average_bn_statistics(&self) -> Result<()> {
+        for vs in [&self.g.vs, &self.g_ema.vs] {
+            let stats: Vec<(String, Tensor)> =
+                model::buffers(vs).into_iter().filter(|(n, _)| n.ends_with("running_mean") || n.ends_with("running_var")).collect();
+            sync::average(self.comm.as_ref(), &stats)?;
+        }
+        Ok(())
+    }
+
+    /// Everything that must be identical across ranks, by name: parameters and buffers of G, D and
+    /// G_ema, and both optimisers' moments.
+    pub fn replicated_state(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for (net, vs) in [("G", &self.g.vs), ("D", &self.d.vs), ("G_ema", &self.g_ema.vs)] {
+            out.extend(model::named_variables(vs).into_iter().map(|(n, t)| (format!("{net}.{n}"), t)));
+        }
+        for (opt, adam) in [("adam_G", &self.opt_g), ("adam_D", &self.opt_d)] {
+            out.extend(adam.state().into_iter().map(|(n, t)| (format!("{opt}.{n}"), t)));
+        }
+        out
     }
 
     /// Attention gammas of G then D.

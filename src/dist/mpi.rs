@@ -1,0 +1,175 @@
+//! MPI backend for CPU tensors (rsmpi over the system's MPI).
+//!
+//! rsmpi has no in-place all-reduce, so the tensor path calls `MPI_Allreduce` directly with the
+//! library's `MPI_IN_PLACE` sentinel. Counts are `int` in MPI: large buffers go in chunks.
+use std::os::raw::{c_int, c_void};
+
+use mpi::datatype::PartitionMut;
+use mpi::raw::AsRaw;
+use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::traits::*;
+use tch::{Device, Kind, Tensor};
+
+use super::comm::Comm;
+use crate::error::{Error, Result};
+
+/// Largest element count per MPI call (fits in a C int with room to spare).
+const MAX_CHUNK: i64 = 1 << 30;
+
+pub struct MpiComm {
+    // Finalises MPI when dropped, after the communicators below.
+    _universe: mpi::environment::Universe,
+    world: SimpleCommunicator,
+    in_place: *mut c_void,
+    pub local_rank: usize,
+    pub local_size: usize,
+}
+
+/// Initialises MPI once per process.
+pub fn init() -> Result<MpiComm> {
+    let universe = mpi::initialize()
+        .ok_or_else(|| Error::Dist("MPI was already initialised in this process".into()))?;
+    let world = universe.world();
+    let shared = world.split_shared(world.rank());
+    let version = mpi::environment::library_version().unwrap_or_default();
+    // MPI_IN_PLACE is a macro, not a symbol; these are its values in the two MPI families.
+    let in_place = if version.contains("Open MPI") {
+        1usize as *mut c_void
+    } else if version.contains("MPICH") || version.contains("Intel") || version.contains("MVAPICH") {
+        usize::MAX as *mut c_void
+    } else {
+        return Err(Error::Dist(format!(
+            "unknown MPI library ({version}); sagan knows MPI_IN_PLACE for Open MPI and MPICH"
+        )));
+    };
+    Ok(MpiComm {
+        local_rank: shared.rank() as usize,
+        local_size: shared.size() as usize,
+        _universe: universe,
+        world,
+        in_place,
+    })
+}
+
+fn check_cpu_tensor(t: &Tensor, op: &str) -> Result<mpi::ffi::MPI_Datatype> {
+    if t.device() != Device::Cpu {
+        return Err(Error::Dist(format!("MPI {op}: tensor is on {:?}; the MPI backend takes CPU tensors", t.device())));
+    }
+    if !t.is_contiguous() {
+        return Err(Error::Dist(format!("MPI {op}: tensor is not contiguous")));
+    }
+    // SAFETY: reading link-time constants exported by rsmpi's C shim.
+    unsafe {
+        match t.kind() {
+            Kind::Float => Ok(mpi::ffi::RSMPI_FLOAT),
+            Kind::Double => Ok(mpi::ffi::RSMPI_DOUBLE),
+            k => Err(Error::Dist(format!("MPI {op}: dtype {k:?} unsupported (f32, f64)"))),
+        }
+    }
+}
+
+impl Comm for MpiComm {
+    fn rank(&self) -> usize {
+        self.world.rank() as usize
+    }
+
+    fn size(&self) -> usize {
+        self.world.size() as usize
+    }
+
+    fn name(&self) -> &'static str {
+        "mpi"
+    }
+
+    fn all_reduce_sum(&self, t: &mut Tensor) -> Result<()> {
+        let dtype = check_cpu_tensor(t, "all-reduce")?;
+        let elem = t.kind().elt_size_in_bytes();
+        let n = t.numel() as i64;
+        let base = t.data_ptr() as *mut u8;
+        let mut off = 0;
+        while off < n {
+            let count = (n - off).min(MAX_CHUNK);
+            // SAFETY: `base` points at n contiguous CPU elements of `dtype` (checked above) owned by
+            // `t`, which we borrow mutably for the call; the chunk [off, off + count) is in bounds.
+            let rc = unsafe {
+                mpi::ffi::MPI_Allreduce(
+                    self.in_place,
+                    base.add((off as usize) * elem) as *mut c_void,
+                    count as c_int,
+                    dtype,
+                    mpi::ffi::RSMPI_SUM,
+                    self.world.as_raw(),
+                )
+            };
+            if rc != 0 {
+                return Err(Error::Dist(format!("MPI_Allreduce failed with code {rc}")));
+            }
+            off += count;
+        }
+        Ok(())
+    }
+
+    fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<()> {
+        let dtype = check_cpu_tensor(t, "broadcast")?;
+        let elem = t.kind().elt_size_in_bytes();
+        let n = t.numel() as i64;
+        let base = t.data_ptr() as *mut u8;
+        let mut off = 0;
+        while off < n {
+            let count = (n - off).min(MAX_CHUNK);
+            // SAFETY: as in all_reduce_sum: an in-bounds chunk of a contiguous CPU tensor we hold.
+            let rc = unsafe {
+                mpi::ffi::MPI_Bcast(
+                    base.add((off as usize) * elem) as *mut c_void,
+                    count as c_int,
+                    dtype,
+                    root as c_int,
+                    self.world.as_raw(),
+                )
+            };
+            if rc != 0 {
+                return Err(Error::Dist(format!("MPI_Bcast failed with code {rc}")));
+            }
+            off += count;
+        }
+        Ok(())
+    }
+
+    fn broadcast_bytes(&self, bytes: &mut Vec<u8>, root: usize) -> Result<()> {
+        let root_proc = self.world.process_at_rank(root as i32);
+        let mut len = bytes.len() as u64;
+        root_proc.broadcast_into(&mut len);
+        bytes.resize(len as usize, 0);
+        root_proc.broadcast_into(&mut bytes[..]);
+        Ok(())
+    }
+
+    fn all_gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let size = self.size();
+        let mut lens = vec![0i32; size];
+        self.world.all_gather_into(&(bytes.len() as i32), &mut lens[..]);
+        let displs: Vec<i32> = lens
+            .iter()
+            .scan(0, |acc, &l| {
+                let d = *acc;
+                *acc += l;
+                Some(d)
+            })
+            .collect();
+        let mut all = vec![0u8; lens.iter().map(|&l| l as usize).sum()];
+        {
+            let mut part = PartitionMut::new(&mut all[..], &lens[..], &displs[..]);
+            self.world.all_gather_varcount_into(bytes, &mut part);
+        }
+        Ok(displs
+            .iter()
+            .zip(&lens)
+            .map(|(&d, &l)| all[d as usize..(d + l) as usize].to_vec())
+            .collect())
+    }
+
+    fn barrier(&self) -> Result<()> {
+        self.world.barrier();
+        Ok(())
+    }
+}
