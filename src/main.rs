@@ -35,6 +35,16 @@ enum Command {
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         overrides: Vec<String>,
     },
+    /// Time gradient averaging (bucketed) against a raw all-reduce of the same bytes; run under
+    /// mpirun with 2 or more ranks.
+    BenchAllreduce {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        overrides: Vec<String>,
+        #[arg(long, default_value_t = 20)]
+        iters: usize,
+    },
     /// Print the effective config (defaults, file and overrides merged) as TOML.
     ShowConfig {
         #[arg(long)]
@@ -83,6 +93,20 @@ fn run_cli(cli: Cli) -> sagan::Result<()> {
                     format!("{:?}", s.d_output),
                     s.g_attention,
                     s.d_attention
+                );
+            }
+        }
+        Command::BenchAllreduce { config, overrides, iters } => {
+            let cfg = Config::load(&config, &overrides)?;
+            if let Some(f) = sagan::bench::all_reduce(&cfg, iters)? {
+                let gbs = |s: f64| f.bytes as f64 / s / 1e9;
+                println!(
+                    "all-reduce of {:.2} MB (G+D gradients): bucketed path {:.3} ms ({:.3} GB/s), raw MPI_Allreduce {:.3} ms ({:.3} GB/s)",
+                    f.bytes as f64 / 1e6,
+                    f.bucketed_seconds * 1e3,
+                    gbs(f.bucketed_seconds),
+                    f.raw_seconds * 1e3,
+                    gbs(f.raw_seconds)
                 );
             }
         }

@@ -15,6 +15,7 @@ use crate::samples;
 pub struct RunSummary {
     pub steps: i64,
     pub world_size: usize,
+    pub global_batch: i64,
     pub final_stats: StepStats,
     pub median_step_seconds: f64,
     pub images_per_second: f64,
@@ -97,6 +98,7 @@ pub fn run(mut t: Trainer) -> Result<RunSummary> {
     let summary = RunSummary {
         steps: t.step,
         world_size: t.comm.size(),
+        global_batch: t.cfg.train.batch_size,
         final_stats: stats,
         median_step_seconds: median,
         images_per_second: t.cfg.train.batch_size as f64 * t.step as f64 / elapsed.max(1e-9),
