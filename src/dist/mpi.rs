@@ -34,9 +34,9 @@ pub fn init() -> Result<MpiComm> {
     let version = mpi::environment::library_version().unwrap_or_default();
     // MPI_IN_PLACE is a macro, not a symbol; these are its values in the two MPI families.
     let in_place = if version.contains("Open MPI") {
-        1usize as *mut c_void
+        std::ptr::without_provenance_mut::<c_void>(1)
     } else if version.contains("MPICH") || version.contains("Intel") || version.contains("MVAPICH") {
-        usize::MAX as *mut c_void
+        std::ptr::without_provenance_mut::<c_void>(usize::MAX)
     } else {
         return Err(Error::Dist(format!(
             "unknown MPI library ({version}); sagan knows MPI_IN_PLACE for Open MPI and MPICH"

@@ -1,1 +1,4 @@
 //! Monitoring output: TensorBoard event files.
+pub mod tensorboard;
+
+pub use tensorboard::EventWriter;

@@ -1,1 +1,10 @@
 //! Evaluation metrics: FID and IS, and the feature networks behind them.
+pub mod classifier;
+pub mod fid;
+pub mod inception_score;
+pub mod npz;
+pub mod numpy_rng;
+
+pub use fid::{frechet_distance, FeatureStats, FidStats};
+pub use inception_score::{inception_score, InceptionScore, Order};
+pub use npz::{load_fid_stats, save_fid_stats};
