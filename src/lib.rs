@@ -4,6 +4,7 @@ pub mod config;
 pub mod data;
 pub mod dist;
 pub mod error;
+pub mod gpu_check;
 pub mod log;
 pub mod metrics;
 pub mod model;

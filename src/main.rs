@@ -45,6 +45,25 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         iters: usize,
     },
+    /// Train the small Fashion-MNIST classifier used as the feature network of the default's
+    /// FID and IS (reproducible: fixed seed); prints its test accuracy.
+    TrainClassifier {
+        #[arg(long, default_value = ".cache/fmnist_classifier.safetensors")]
+        out: PathBuf,
+        #[arg(long, default_value = "/usr/share/datasets/fashion-mnist")]
+        data: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        epochs: i64,
+    },
+    /// On a GPU machine: a few CUDA training steps and a checked NCCL all-reduce (launch/gpu-check.sh).
+    GpuCheck {
+        #[arg(long, default_value = "configs/fmnist32.toml")]
+        config: PathBuf,
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        overrides: Vec<String>,
+        #[arg(long, default_value_t = 20)]
+        steps: i64,
+    },
     /// Print the effective config (defaults, file and overrides merged) as TOML.
     ShowConfig {
         #[arg(long)]
@@ -109,6 +128,13 @@ fn run_cli(cli: Cli) -> sagan::Result<()> {
                     gbs(f.raw_seconds)
                 );
             }
+        }
+        Command::TrainClassifier { out, data, epochs } => {
+            let acc = sagan::metrics::classifier::train(&data, &out, epochs, tch::Device::Cpu)?;
+            println!("classifier: test accuracy {:.2}% -> {}", acc * 100.0, out.display());
+        }
+        Command::GpuCheck { config, overrides, steps } => {
+            sagan::gpu_check::run(Config::load(&config, &overrides)?, steps)?;
         }
         Command::ShowConfig { config, overrides } => {
             print!("{}", Config::load(&config, &overrides)?.to_toml());

@@ -73,7 +73,10 @@ fn choose_backend(kind: BackendKind, bootstrap: Box<dyn Comm>, world: &World, de
         BackendKind::Mpi => Err(Error::Dist("`dist.backend` = \"mpi\" but sagan was built without MPI".into())),
         BackendKind::Nccl => {
             device::require_cuda("`dist.backend` = \"nccl\"")?;
-            Err(Error::Dist("NCCL backend: not wired in yet".into()))
+            let Device::Cuda(index) = device else {
+                return Err(Error::Dist("`dist.backend` = \"nccl\" needs this rank on a CUDA device".into()));
+            };
+            Ok(Box::new(super::nccl::NcclComm::new(bootstrap, index)?))
         }
         BackendKind::Auto => unreachable!("resolved above"),
     }

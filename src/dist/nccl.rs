@@ -1,1 +1,946 @@
 //! NCCL backend (CUDA tensors), through cudarc.
+//!
+//! Set-up follows Horovod: rank 0 asks NCCL for a unique id, the bootstrap communicator (MPI)
+//! broadcasts its 128 bytes, every rank joins with `ncclCommInitRank`. Collectives run on
+//! `tensor.data_ptr()` on the legacy default (null) stream, the stream libtorch computes on, so
+//! they are ordered after the kernels that produced the tensor without any synchronisation.
+//!
+//! Finding libnccl: cudarc's loader only tries names such as `libnccl.so` and `libnccl.so.<CUDA
+//! major>`, but NCCL's packages, the pip wheel included, ship `libnccl.so.2` (the unversioned name
+//! comes only with the -dev package). The loader cannot be given another name or a path, and
+//! glibc reads `LD_LIBRARY_PATH` once at start-up, so it cannot be redirected from inside the
+//! process either. Hence two routes, tried in this order:
+//! 1. cudarc's loader, when it finds a library that has every entry point used here; calls then
+//!    go through `cudarc::nccl::result`.
+//! 2. Else `dlopen("libnccl.so.2")` ourselves. A CUDA libtorch from pip already has that library
+//!    loaded (libtorch_cuda.so needs it and finds it through its own rpath), and glibc answers a
+//!    dlopen of a loaded library's soname with that library, so this works without any
+//!    `LD_LIBRARY_PATH`, and uses the same NCCL as libtorch. The few entry points are resolved by
+//!    hand with cudarc's `sys` types.
+//!
+//! Neither route panics: a missing library or symbol is an `Err` naming what was tried.
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::nccl::{result, sys};
+use tch::{Device, Kind, Tensor};
+
+use super::comm::Comm;
+use super::device::require_cuda;
+use crate::error::{Error, Result};
+
+/// The entry points this backend calls; all exist since NCCL 2.4.
+const SYMBOLS: [&str; 9] = [
+    "ncclGetVersion",
+    "ncclGetUniqueId",
+    "ncclCommInitRank",
+    "ncclAllReduce",
+    "ncclBroadcast",
+    "ncclCommDestroy",
+    "ncclCommAbort",
+    "ncclCommGetAsyncError",
+    "ncclGetErrorString",
+];
+
+/// `ncclInProgress`: only non-blocking communicators return it, and it is not a failure.
+const IN_PROGRESS: c_int = 7;
+
+/// An NCCL call that did not succeed: the `ncclResult_t` code and NCCL's text for it.
+struct Failure {
+    code: c_int,
+    text: String,
+}
+
+impl Failure {
+    fn into_error(self, what: &str, detail: Option<String>) -> Error {
+        let detail = detail
+            .filter(|d| !d.is_empty())
+            .map(|d| format!("; NCCL says: {d}"))
+            .unwrap_or_default();
+        Error::Dist(format!(
+            "{what} failed: {} (ncclResult_t {}){detail}",
+            self.text, self.code
+        ))
+    }
+}
+
+type NcclResult<T> = std::result::Result<T, Failure>;
+
+// The C signatures, with every enum passed and returned as a plain int: a Rust enum that receives
+// a value it does not list (a newer NCCL's new error code) would be undefined behaviour.
+type GetVersionFn = unsafe extern "C" fn(*mut c_int) -> c_int;
+type GetUniqueIdFn = unsafe extern "C" fn(*mut sys::ncclUniqueId) -> c_int;
+type CommInitRankFn =
+    unsafe extern "C" fn(*mut sys::ncclComm_t, c_int, sys::ncclUniqueId, c_int) -> c_int;
+type AllReduceFn = unsafe extern "C" fn(
+    *const c_void,
+    *mut c_void,
+    usize,
+    c_int,
+    c_int,
+    sys::ncclComm_t,
+    sys::cudaStream_t,
+) -> c_int;
+type BroadcastFn = unsafe extern "C" fn(
+    *const c_void,
+    *mut c_void,
+    usize,
+    c_int,
+    c_int,
+    sys::ncclComm_t,
+    sys::cudaStream_t,
+) -> c_int;
+type CommFn = unsafe extern "C" fn(sys::ncclComm_t) -> c_int;
+type AsyncErrorFn = unsafe extern "C" fn(sys::ncclComm_t, *mut c_int) -> c_int;
+type ErrorStringFn = unsafe extern "C" fn(c_int) -> *const c_char;
+type LastErrorFn = unsafe extern "C" fn(sys::ncclComm_t) -> *const c_char;
+
+/// `libnccl.so.2` opened by us, with the entry points resolved once.
+struct OwnLib {
+    get_version: GetVersionFn,
+    get_unique_id: GetUniqueIdFn,
+    comm_init_rank: CommInitRankFn,
+    all_reduce: AllReduceFn,
+    broadcast: BroadcastFn,
+    comm_destroy: CommFn,
+    comm_abort: CommFn,
+    comm_get_async_error: AsyncErrorFn,
+    get_error_string: ErrorStringFn,
+    /// Only since NCCL 2.13.
+    get_last_error: Option<LastErrorFn>,
+}
+
+const RTLD_NOW: c_int = 2;
+
+#[repr(C)]
+struct DlInfo {
+    dli_fname: *const c_char,
+    _fbase: *mut c_void,
+    _sname: *const c_char,
+    _saddr: *mut c_void,
+}
+
+// In libc itself since glibc 2.34; libloading (through cudarc) links them anyway.
+extern "C" {
+    fn dlopen(filename: *const c_char, flag: c_int) -> *mut c_void;
+    fn dlsym(handle: *mut c_void, symbol: *const c_char) -> *mut c_void;
+    fn dlerror() -> *mut c_char;
+    fn dladdr(addr: *const c_void, info: *mut DlInfo) -> c_int;
+}
+
+/// # Safety
+/// `F` must be an `unsafe extern "C" fn` type matching the C signature of `name`.
+unsafe fn symbol<F: Copy>(handle: *mut c_void, name: &str) -> Option<F> {
+    debug_assert_eq!(size_of::<F>(), size_of::<*mut c_void>());
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: `handle` came from a successful dlopen and `name` is NUL-terminated.
+    let p = unsafe { dlsym(handle, name.as_ptr()) };
+    // SAFETY: the caller guarantees `F` is the function pointer type of this symbol, and function
+    // pointers have the size of `*mut c_void` on every platform glibc supports.
+    (!p.is_null()).then(|| unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
+}
+
+/// The file a loaded function lives in, for logs.
+fn file_of(addr: *const c_void) -> Option<String> {
+    let mut info = DlInfo {
+        dli_fname: std::ptr::null(),
+        _fbase: std::ptr::null_mut(),
+        _sname: std::ptr::null(),
+        _saddr: std::ptr::null_mut(),
+    };
+    // SAFETY: dladdr only reads `addr` as a number and fills `info`; `dli_fname` then points at
+    // the loader's copy of the name, valid while the library stays loaded (we never close it).
+    unsafe {
+        if dladdr(addr, &mut info) == 0 || info.dli_fname.is_null() {
+            return None;
+        }
+        Some(
+            CStr::from_ptr(info.dli_fname)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+}
+
+impl OwnLib {
+    fn open() -> std::result::Result<(OwnLib, String), String> {
+        // SAFETY: plain dlopen of a library name; NCCL's constructors have no preconditions. The
+        // handle is never closed, so the function pointers below stay valid for the process.
+        let handle = unsafe { dlopen(c"libnccl.so.2".as_ptr(), RTLD_NOW) };
+        if handle.is_null() {
+            // SAFETY: dlerror returns NULL or a NUL-terminated message owned by libc.
+            let why = unsafe {
+                let e = dlerror();
+                if e.is_null() {
+                    "unknown error".to_string()
+                } else {
+                    CStr::from_ptr(e).to_string_lossy().into_owned()
+                }
+            };
+            return Err(format!("dlopen(\"libnccl.so.2\"): {why}"));
+        }
+        let missing = |name: &str| format!("libnccl.so.2 has no symbol {name}");
+        macro_rules! resolve {
+            ($name:literal) => {
+                // SAFETY: each field's type spells the C prototype of that NCCL function.
+                unsafe { symbol(handle, $name) }.ok_or_else(|| missing($name))?
+            };
+        }
+        let lib = OwnLib {
+            get_version: resolve!("ncclGetVersion"),
+            get_unique_id: resolve!("ncclGetUniqueId"),
+            comm_init_rank: resolve!("ncclCommInitRank"),
+            all_reduce: resolve!("ncclAllReduce"),
+            broadcast: resolve!("ncclBroadcast"),
+            comm_destroy: resolve!("ncclCommDestroy"),
+            comm_abort: resolve!("ncclCommAbort"),
+            comm_get_async_error: resolve!("ncclCommGetAsyncError"),
+            get_error_string: resolve!("ncclGetErrorString"),
+            // SAFETY: as above.
+            get_last_error: unsafe { symbol(handle, "ncclGetLastError") },
+        };
+        let file =
+            file_of(lib.get_version as *const c_void).unwrap_or_else(|| "libnccl.so.2".to_string());
+        Ok((lib, format!("{file} (opened as libnccl.so.2)")))
+    }
+
+    fn check(&self, code: c_int) -> NcclResult<()> {
+        if code == 0 || code == IN_PROGRESS {
+            return Ok(());
+        }
+        // SAFETY: ncclGetErrorString accepts any code and returns a static string.
+        let p = unsafe { (self.get_error_string)(code) };
+        Err(Failure {
+            code,
+            text: cstr_or(p, "unknown NCCL error"),
+        })
+    }
+}
+
+fn cstr_or(p: *const c_char, fallback: &str) -> String {
+    if p.is_null() {
+        fallback.to_string()
+    } else {
+        // SAFETY: NCCL's strings are NUL-terminated and outlive this copy.
+        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    }
+}
+
+/// Where the NCCL entry points come from (see the module docs).
+#[derive(Clone, Copy)]
+enum Lib {
+    Cudarc { has_last_error: bool },
+    Own(&'static OwnLib),
+}
+
+/// The library found, and the file it came from; looked up once per process.
+fn library() -> std::result::Result<(Lib, &'static str), String> {
+    static FOUND: OnceLock<std::result::Result<(Lib, String), String>> = OnceLock::new();
+    static OWN: OnceLock<OwnLib> = OnceLock::new();
+    let found = FOUND.get_or_init(|| {
+        let cudarc = match from_cudarc() {
+            Ok(found) => return Ok(found),
+            Err(why) => why,
+        };
+        match OwnLib::open() {
+            Ok((lib, file)) => Ok((Lib::Own(OWN.get_or_init(|| lib)), file)),
+            Err(own) => Err(format!(
+                "cannot load NCCL: cudarc's loader: {cudarc}; {own}. Put the directory holding \
+                 libnccl.so.2 (pip: site-packages/nvidia/nccl/lib) on LD_LIBRARY_PATH"
+            )),
+        }
+    });
+    match found {
+        Ok((lib, file)) => Ok((*lib, file.as_str())),
+        Err(why) => Err(why.clone()),
+    }
+}
+
+fn from_cudarc() -> std::result::Result<(Lib, String), String> {
+    // SAFETY: only tries to dlopen cudarc's candidate names.
+    if !unsafe { sys::is_culib_present() } {
+        return Err(format!(
+            "none of {:?} found",
+            cudarc::get_lib_name_candidates("nccl")
+        ));
+    }
+    // SAFETY: the library was just found, so culib() opens it instead of panicking.
+    let lib = unsafe { sys::culib() };
+    // SAFETY: reads a symbol's address as a plain pointer; nothing is called through it.
+    let lookup = |name: &str| unsafe { lib.get::<*mut c_void>(name.as_bytes()) }.map(|s| *s);
+    for name in SYMBOLS {
+        if let Err(e) = lookup(name) {
+            // cudarc would panic on the first call to it.
+            return Err(format!("its libnccl lacks {name} ({e})"));
+        }
+    }
+    // The `nccl-02028` bindings: a later NCCL may return result codes they do not list, which
+    // cudarc reads into a Rust enum (undefined behaviour, or taken for success).
+    let version = result::get_nccl_version()
+        .map_err(|e| format!("ncclGetVersion failed ({})", from_cudarc_error(e).text))?;
+    if version >= 22900 {
+        return Err(format!(
+            "its libnccl is NCCL {}, newer than cudarc's NCCL 2.28 bindings",
+            version_text(version)
+        ));
+    }
+    let file = lookup("ncclGetVersion")
+        .ok()
+        .and_then(|p| file_of(p as *const c_void))
+        .unwrap_or_else(|| "libnccl.so".to_string());
+    let has_last_error = lookup("ncclGetLastError").is_ok();
+    Ok((
+        Lib::Cudarc { has_last_error },
+        format!("{file} (found by cudarc's loader)"),
+    ))
+}
+
+fn from_cudarc_error(e: result::NcclError) -> Failure {
+    // SAFETY: ncclGetErrorString accepts any code and returns a static string.
+    let p = unsafe { sys::ncclGetErrorString(e.0) };
+    Failure {
+        code: e.0 as c_int,
+        text: cstr_or(p, "unknown NCCL error"),
+    }
+}
+
+impl Lib {
+    fn version(self) -> NcclResult<c_int> {
+        match self {
+            Lib::Cudarc { .. } => result::get_nccl_version().map_err(from_cudarc_error),
+            Lib::Own(l) => {
+                let mut v = 0;
+                // SAFETY: writes one int through a valid pointer.
+                l.check(unsafe { (l.get_version)(&mut v) })?;
+                Ok(v)
+            }
+        }
+    }
+
+    fn unique_id(self) -> NcclResult<sys::ncclUniqueId> {
+        match self {
+            Lib::Cudarc { .. } => result::get_uniqueid().map_err(from_cudarc_error),
+            Lib::Own(l) => {
+                let mut id = sys::ncclUniqueId { internal: [0; 128] };
+                // SAFETY: writes 128 bytes into `id`, which has exactly that size.
+                l.check(unsafe { (l.get_unique_id)(&mut id) })?;
+                Ok(id)
+            }
+        }
+    }
+
+    fn init_rank(
+        self,
+        nranks: c_int,
+        id: sys::ncclUniqueId,
+        rank: c_int,
+    ) -> NcclResult<sys::ncclComm_t> {
+        let mut comm: sys::ncclComm_t = std::ptr::null_mut();
+        match self {
+            // SAFETY: `comm` is a valid out-pointer; the id and ranks were checked by the caller.
+            Lib::Cudarc { .. } => unsafe { result::comm_init_rank(&mut comm, nranks, id, rank) }
+                .map(drop)
+                .map_err(from_cudarc_error)?,
+            // SAFETY: as above.
+            Lib::Own(l) => l.check(unsafe { (l.comm_init_rank)(&mut comm, nranks, id, rank) })?,
+        }
+        Ok(comm)
+    }
+
+    /// # Safety
+    /// `buf` must hold `count` elements of `dtype` on the communicator's device, and stay alive
+    /// until the null stream has run the reduction.
+    unsafe fn all_reduce_sum(
+        self,
+        buf: *mut c_void,
+        count: usize,
+        dtype: sys::ncclDataType_t,
+        comm: sys::ncclComm_t,
+    ) -> NcclResult<()> {
+        let stream: sys::cudaStream_t = std::ptr::null_mut();
+        match self {
+            // SAFETY: guaranteed by the caller; in place (send = receive) is allowed by NCCL.
+            Lib::Cudarc { .. } => unsafe {
+                result::all_reduce(
+                    buf,
+                    buf,
+                    count,
+                    dtype,
+                    sys::ncclRedOp_t::ncclSum,
+                    comm,
+                    stream,
+                )
+            }
+            .map(drop)
+            .map_err(from_cudarc_error),
+            Lib::Own(l) => l.check(
+                // SAFETY: as above.
+                unsafe {
+                    (l.all_reduce)(
+                        buf,
+                        buf,
+                        count,
+                        dtype as c_int,
+                        sys::ncclRedOp_t::ncclSum as c_int,
+                        comm,
+                        stream,
+                    )
+                },
+            ),
+        }
+    }
+
+    /// # Safety
+    /// `buf` must hold `bytes` bytes on the communicator's device, and stay alive until the null
+    /// stream has run the broadcast.
+    unsafe fn broadcast_bytes(
+        self,
+        buf: *mut c_void,
+        bytes: usize,
+        root: c_int,
+        comm: sys::ncclComm_t,
+    ) -> NcclResult<()> {
+        let stream: sys::cudaStream_t = std::ptr::null_mut();
+        let u8 = sys::ncclDataType_t::ncclUint8;
+        match self {
+            Lib::Cudarc { .. } => {
+                // SAFETY: guaranteed by the caller; in place is allowed by NCCL.
+                unsafe { result::broadcast(buf, buf, bytes, u8, root, comm, stream) }
+                    .map(drop)
+                    .map_err(from_cudarc_error)
+            }
+            Lib::Own(l) => {
+                // SAFETY: as above.
+                let code =
+                    unsafe { (l.broadcast)(buf, buf, bytes, u8 as c_int, root, comm, stream) };
+                l.check(code)
+            }
+        }
+    }
+
+    /// # Safety
+    /// `comm` must be live: neither destroyed nor aborted.
+    unsafe fn destroy(self, comm: sys::ncclComm_t) -> NcclResult<()> {
+        match self {
+            // SAFETY: guaranteed by the caller.
+            Lib::Cudarc { .. } => unsafe { result::comm_destroy(comm) }
+                .map(drop)
+                .map_err(from_cudarc_error),
+            // SAFETY: as above.
+            Lib::Own(l) => l.check(unsafe { (l.comm_destroy)(comm) }),
+        }
+    }
+
+    /// # Safety
+    /// `comm` must be live: neither destroyed nor aborted.
+    unsafe fn abort(self, comm: sys::ncclComm_t) -> NcclResult<()> {
+        match self {
+            // SAFETY: guaranteed by the caller.
+            Lib::Cudarc { .. } => unsafe { result::comm_abort(comm) }
+                .map(drop)
+                .map_err(from_cudarc_error),
+            // SAFETY: as above.
+            Lib::Own(l) => l.check(unsafe { (l.comm_abort)(comm) }),
+        }
+    }
+
+    /// `Err` when the call fails or when the communicator holds an asynchronous error.
+    ///
+    /// # Safety
+    /// `comm` must be live.
+    unsafe fn async_error(self, comm: sys::ncclComm_t) -> NcclResult<()> {
+        match self {
+            Lib::Cudarc { .. } => {
+                let mut state = sys::ncclResult_t::ncclSuccess;
+                // SAFETY: guaranteed by the caller; `state` is a valid out-pointer.
+                unsafe { sys::ncclCommGetAsyncError(comm, &mut state) }
+                    .result()
+                    .map_err(from_cudarc_error)?;
+                state.result().map(drop).map_err(from_cudarc_error)
+            }
+            Lib::Own(l) => {
+                let mut state = 0;
+                // SAFETY: guaranteed by the caller; `state` is a valid out-pointer.
+                l.check(unsafe { (l.comm_get_async_error)(comm, &mut state) })?;
+                l.check(state)
+            }
+        }
+    }
+
+    /// NCCL's description of the last failure on `comm` (NCCL >= 2.13), often naming the peer.
+    ///
+    /// # Safety
+    /// `comm` must be live.
+    unsafe fn last_error(self, comm: sys::ncclComm_t) -> Option<String> {
+        let p = match self {
+            Lib::Cudarc { has_last_error } => {
+                if !has_last_error {
+                    return None;
+                }
+                // SAFETY: guaranteed by the caller; the symbol was found when the library was
+                // chosen, so cudarc's lazy lookup cannot panic.
+                unsafe { sys::ncclGetLastError(comm) }
+            }
+            // SAFETY: guaranteed by the caller.
+            Lib::Own(l) => unsafe { (l.get_last_error?)(comm) },
+        };
+        (!p.is_null()).then(|| cstr_or(p, ""))
+    }
+}
+
+/// What `NcclComm` and its abort handles share.
+struct Shared {
+    lib: Lib,
+    comm: sys::ncclComm_t,
+    /// Why the communicator may no longer be used ("aborted", "destroyed"), or `None` while it is
+    /// live. Abort and destroy both free it, so whichever comes first marks it here, under the
+    /// lock, and the other leaves it alone. Collectives only read it and do not hold the lock
+    /// while they call NCCL: an abort must get through while a collective is stuck.
+    released: Mutex<Option<&'static str>>,
+}
+
+// SAFETY: NCCL documents ncclCommAbort and ncclCommGetAsyncError as callable from another thread
+// while the communicator is in use, which is all an abort handle does from elsewhere; the
+// `released` lock orders them against destruction.
+unsafe impl Send for Shared {}
+// SAFETY: as above.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    fn live(&self, what: &str) -> Result<sys::ncclComm_t> {
+        match *self.released.lock().unwrap_or_else(|p| p.into_inner()) {
+            None => Ok(self.comm),
+            Some(why) => Err(Error::Dist(format!(
+                "NCCL {what}: the communicator was {why}"
+            ))),
+        }
+    }
+
+    fn abort(&self) -> Result<()> {
+        let mut released = self.released.lock().unwrap_or_else(|p| p.into_inner());
+        if released.is_some() {
+            return Ok(());
+        }
+        *released = Some("aborted");
+        // SAFETY: `released` was None, so the communicator is live, and marking it under the lock
+        // keeps drop from destroying it too.
+        unsafe { self.lib.abort(self.comm) }.map_err(|f| f.into_error("ncclCommAbort", None))
+    }
+
+    fn check_async_error(&self) -> Result<()> {
+        let released = self.released.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(why) = *released {
+            return Err(Error::Dist(format!("NCCL: the communicator was {why}")));
+        }
+        // SAFETY: live (checked under the lock, which we hold so it cannot be freed meanwhile).
+        unsafe { self.lib.async_error(self.comm) }.map_err(|f| {
+            // SAFETY: as above.
+            let detail = unsafe { self.lib.last_error(self.comm) };
+            f.into_error("NCCL (asynchronous error)", detail)
+        })
+    }
+
+    /// NCCL's text for the last failure, if the communicator is still live to ask.
+    fn last_error(&self) -> Option<String> {
+        let released = self.released.lock().unwrap_or_else(|p| p.into_inner());
+        if released.is_some() {
+            return None;
+        }
+        // SAFETY: live, and the lock we hold keeps it so.
+        unsafe { self.lib.last_error(self.comm) }
+    }
+}
+
+/// Lets another thread (a stall watchdog) poll for asynchronous NCCL errors and abort the
+/// communicator, which is the only way to free a rank stuck in a collective whose peer is gone.
+#[derive(Clone)]
+pub struct NcclAbortHandle(Arc<Shared>);
+
+impl NcclAbortHandle {
+    /// `Err` when NCCL has recorded an asynchronous error (a peer failed, a network error, a
+    /// timeout) or the communicator was aborted or destroyed.
+    pub fn check_async_error(&self) -> Result<()> {
+        self.0.check_async_error()
+    }
+
+    /// Aborts the communicator: pending and future collectives fail instead of hanging. A
+    /// collective another thread is about to enqueue at this very moment may still touch the
+    /// freed communicator, so after an abort the process should report and exit, not go on.
+    /// A second abort, or one after the `NcclComm` was dropped, does nothing.
+    pub fn abort(&self) -> Result<()> {
+        self.0.abort()
+    }
+}
+
+/// Collectives on CUDA tensors through NCCL; byte messages and barriers go through the bootstrap
+/// communicator it was built from, which it owns (so `launch` can hand over the `Box<dyn Comm>`
+/// it got from MPI, and nothing else has to keep that alive).
+pub struct NcclComm {
+    bootstrap: Box<dyn Comm>,
+    shared: Arc<Shared>,
+    device: Device,
+    version: c_int,
+    library: &'static str,
+}
+
+/// One rank's answer to "ready to join?", exchanged before any rank blocks in NCCL's set-up, so a
+/// rank that cannot take part makes every rank fail instead of leaving the others waiting.
+fn agree(bootstrap: &dyn Comm, mine: std::result::Result<String, String>) -> Result<Vec<String>> {
+    let msg = match &mine {
+        Ok(s) => format!("ok {s}"),
+        Err(e) => format!("err {e}"),
+    };
+    let all = bootstrap.all_gather_bytes(msg.as_bytes())?;
+    let all: Vec<String> = all
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect();
+    let failed: Vec<String> = all
+        .iter()
+        .enumerate()
+        .filter_map(|(r, m)| m.strip_prefix("err ").map(|e| format!("rank {r}: {e}")))
+        .collect();
+    if !failed.is_empty() {
+        return Err(Error::Dist(format!(
+            "NCCL set-up failed on {} of {} ranks: {}",
+            failed.len(),
+            all.len(),
+            failed.join("; ")
+        )));
+    }
+    Ok(all
+        .into_iter()
+        .map(|m| m.strip_prefix("ok ").unwrap_or(&m).to_string())
+        .collect())
+}
+
+/// Makes CUDA device `index` current on this thread: NCCL binds a communicator to the device
+/// current at `ncclCommInitRank`. Uses the device's primary context, the one libtorch's runtime
+/// uses, and keeps it retained for the life of the process.
+fn bind_device(index: usize) -> std::result::Result<(), String> {
+    use cudarc::driver::{result as cu, sys as cusys};
+    // SAFETY: only tries to dlopen libcuda under cudarc's candidate names.
+    if !unsafe { cusys::is_culib_present() } {
+        return Err("cannot load the CUDA driver library (libcuda.so.1)".into());
+    }
+    let dev = cu::init()
+        .and_then(|()| cu::device::get(index as c_int))
+        .map_err(|e| format!("CUDA device {index}: {e}"))?;
+    // SAFETY: `dev` came from cuDeviceGet; the primary context is retained, not created anew.
+    unsafe { cu::primary_ctx::retain(dev).and_then(|ctx| cu::ctx::set_current(ctx)) }
+        .map_err(|e| format!("making CUDA device {index} current: {e}"))
+}
+
+/// Local checks before joining: CUDA, the device, the library. Returns the NCCL version.
+fn prepare(device_index: usize) -> std::result::Result<(Lib, &'static str, c_int), String> {
+    require_cuda("the NCCL backend").map_err(|e| match e {
+        Error::Dist(m) => m,
+        other => other.to_string(),
+    })?;
+    let count = tch::Cuda::device_count();
+    if device_index as i64 >= count {
+        return Err(format!(
+            "CUDA device {device_index} requested, but libtorch sees {count} device(s)"
+        ));
+    }
+    let (lib, file) = library()?;
+    let version = lib
+        .version()
+        .map_err(|f| format!("ncclGetVersion failed: {}", f.text))?;
+    bind_device(device_index)?;
+    Ok((lib, file, version))
+}
+
+/// NCCL's version code as text: 22809 is 2.28.9 (codes before 2.9 were major*1000 + minor*100).
+fn version_text(v: c_int) -> String {
+    if v >= 20900 {
+        format!("{}.{}.{}", v / 10000, v / 100 % 100, v % 100)
+    } else {
+        format!("{}.{}.{}", v / 1000, v / 100 % 10, v % 100)
+    }
+}
+
+impl NcclComm {
+    /// Joins every rank of `bootstrap` into one NCCL communicator on CUDA device `device_index`,
+    /// which also becomes this thread's current device. Collective: every rank must call it.
+    /// Fails, on every rank alike, when any rank lacks CUDA, the device or NCCL, or when ranks
+    /// load different NCCL versions.
+    pub fn new(bootstrap: Box<dyn Comm>, device_index: usize) -> Result<NcclComm> {
+        let (rank, size) = (bootstrap.rank(), bootstrap.size());
+        let local = prepare(device_index);
+        let versions = agree(
+            bootstrap.as_ref(),
+            local
+                .as_ref()
+                .map(|(_, _, v)| v.to_string())
+                .map_err(Clone::clone),
+        )?;
+        // Unreachable as an Err: agree() fails on every rank when this one did.
+        let (lib, library, version) = local.map_err(Error::Dist)?;
+        if versions.iter().any(|v| *v != versions[0]) {
+            let list: Vec<String> = versions
+                .iter()
+                .enumerate()
+                .map(|(r, v)| format!("rank {r}: {}", v.parse().map_or(v.clone(), version_text)))
+                .collect();
+            return Err(Error::Dist(format!(
+                "ranks load different NCCL versions ({})",
+                list.join(", ")
+            )));
+        }
+
+        // Rank 0's id, or its failure, so that the other ranks fail too instead of waiting.
+        let mut msg = if rank == 0 {
+            match lib.unique_id() {
+                Ok(id) => std::iter::once(1u8)
+                    .chain(id.internal.iter().map(|&c| c as u8))
+                    .collect(),
+                Err(f) => [&[0u8][..], f.text.as_bytes()].concat(),
+            }
+        } else {
+            Vec::new()
+        };
+        bootstrap.broadcast_bytes(&mut msg, 0)?;
+        let id = match msg.split_first() {
+            Some((1, bytes)) if bytes.len() == 128 => {
+                let mut id = sys::ncclUniqueId { internal: [0; 128] };
+                for (dst, &src) in id.internal.iter_mut().zip(bytes) {
+                    *dst = src as c_char;
+                }
+                id
+            }
+            Some((0, why)) => {
+                return Err(Error::Dist(format!(
+                    "ncclGetUniqueId failed on rank 0: {}",
+                    String::from_utf8_lossy(why)
+                )))
+            }
+            _ => {
+                return Err(Error::Dist(format!(
+                    "rank 0 sent a malformed NCCL unique id ({} bytes)",
+                    msg.len()
+                )))
+            }
+        };
+
+        let to_int = |n: usize| {
+            c_int::try_from(n).map_err(|_| Error::Dist(format!("{n} ranks are too many for NCCL")))
+        };
+        let joined = lib.init_rank(to_int(size)?, id, to_int(rank)?);
+        // A rank whose init failed would leave the others to hang in their first collective.
+        let status = joined
+            .as_ref()
+            .map(|_| String::new())
+            .map_err(|f| format!("ncclCommInitRank: {} (ncclResult_t {})", f.text, f.code));
+        let agreed = agree(bootstrap.as_ref(), status);
+        let comm = match (joined, agreed) {
+            (Ok(comm), Ok(_)) => comm,
+            (Ok(comm), Err(e)) => {
+                // SAFETY: just created, never shared; abort rather than destroy, which could wait
+                // on peers that never joined.
+                let _ = unsafe { lib.abort(comm) };
+                return Err(e);
+            }
+            (Err(_), Err(e)) => return Err(e),
+            (Err(f), Ok(_)) => return Err(f.into_error("ncclCommInitRank", None)),
+        };
+        Ok(NcclComm {
+            bootstrap,
+            shared: Arc::new(Shared {
+                lib,
+                comm,
+                released: Mutex::new(None),
+            }),
+            device: Device::Cuda(device_index),
+            version,
+            library,
+        })
+    }
+
+    /// NCCL's version, e.g. "2.28.9".
+    pub fn version(&self) -> String {
+        version_text(self.version)
+    }
+
+    /// The file NCCL was loaded from and which route found it, for logs.
+    pub fn library(&self) -> &str {
+        self.library
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// A handle another thread can use to poll for errors and abort.
+    pub fn abort_handle(&self) -> NcclAbortHandle {
+        NcclAbortHandle(self.shared.clone())
+    }
+
+    /// See [`NcclAbortHandle::check_async_error`].
+    pub fn check_async_error(&self) -> Result<()> {
+        self.shared.check_async_error()
+    }
+
+    /// See [`NcclAbortHandle::abort`].
+    pub fn abort(&self) -> Result<()> {
+        self.shared.abort()
+    }
+
+    fn check_tensor(&self, t: &Tensor, op: &str) -> Result<()> {
+        if !t.defined() {
+            return Err(Error::Dist(format!("NCCL {op}: undefined tensor")));
+        }
+        if t.device() != self.device {
+            return Err(Error::Dist(format!(
+                "NCCL {op}: tensor is on {:?}, but this communicator is on {:?}",
+                t.device(),
+                self.device
+            )));
+        }
+        if !t.is_contiguous() {
+            return Err(Error::Dist(format!("NCCL {op}: tensor is not contiguous")));
+        }
+        Ok(())
+    }
+
+    fn failed(&self, f: Failure, what: &str) -> Error {
+        f.into_error(what, self.shared.last_error())
+    }
+}
+
+impl Comm for NcclComm {
+    fn rank(&self) -> usize {
+        self.bootstrap.rank()
+    }
+
+    fn size(&self) -> usize {
+        self.bootstrap.size()
+    }
+
+    fn name(&self) -> &'static str {
+        "nccl"
+    }
+
+    fn all_reduce_sum(&self, t: &mut Tensor) -> Result<()> {
+        self.check_tensor(t, "all-reduce")?;
+        let dtype = match t.kind() {
+            Kind::Float => sys::ncclDataType_t::ncclFloat32,
+            Kind::Double => sys::ncclDataType_t::ncclFloat64,
+            k => {
+                return Err(Error::Dist(format!(
+                    "NCCL all-reduce: dtype {k:?} unsupported (f32, f64)"
+                )))
+            }
+        };
+        let comm = self.shared.live("all-reduce")?;
+        // SAFETY: `t` is a defined, contiguous tensor of `dtype` on this communicator's device
+        // (checked above), so data_ptr() addresses numel() such elements; we borrow `t` mutably,
+        // and libtorch's caching allocator does not reuse its memory before work queued on the
+        // null stream, where this reduction runs, has finished.
+        unsafe {
+            self.shared
+                .lib
+                .all_reduce_sum(t.data_ptr(), t.numel(), dtype, comm)
+        }
+        .map_err(|f| self.failed(f, "ncclAllReduce"))
+    }
+
+    fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<()> {
+        self.check_tensor(t, "broadcast")?;
+        if root >= self.size() {
+            return Err(Error::Dist(format!(
+                "NCCL broadcast: root {root} out of range for {} ranks",
+                self.size()
+            )));
+        }
+        let comm = self.shared.live("broadcast")?;
+        // Any dtype: a broadcast copies bits, so it is sent as bytes.
+        let bytes = t.numel() * t.kind().elt_size_in_bytes();
+        // SAFETY: as in all_reduce_sum: `bytes` bytes of a contiguous tensor on our device.
+        unsafe {
+            self.shared
+                .lib
+                .broadcast_bytes(t.data_ptr(), bytes, root as c_int, comm)
+        }
+        .map_err(|f| self.failed(f, "ncclBroadcast"))
+    }
+
+    fn broadcast_bytes(&self, bytes: &mut Vec<u8>, root: usize) -> Result<()> {
+        self.bootstrap.broadcast_bytes(bytes, root)
+    }
+
+    fn all_gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+        self.bootstrap.all_gather_bytes(bytes)
+    }
+
+    /// A host barrier through the bootstrap communicator; it does not wait for queued GPU work.
+    fn barrier(&self) -> Result<()> {
+        self.bootstrap.barrier()
+    }
+}
+
+impl Drop for NcclComm {
+    /// Destroys the communicator, or aborts it when NCCL holds an asynchronous error: destroying
+    /// waits for queued collectives, which then never finish. A peer that is gone without NCCL
+    /// having noticed yet can still make this wait; abort first (see [`NcclAbortHandle`]).
+    fn drop(&mut self) {
+        let healthy = self.shared.check_async_error().is_ok();
+        let shared = &self.shared;
+        let mut released = shared.released.lock().unwrap_or_else(|p| p.into_inner());
+        if released.is_some() {
+            return;
+        }
+        *released = Some("destroyed");
+        // SAFETY: live until this moment, and marked under the lock so no abort follows.
+        let _ = unsafe {
+            if healthy {
+                shared.lib.destroy(shared.comm)
+            } else {
+                shared.lib.abort(shared.comm)
+            }
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dist::LocalComm;
+
+    #[test]
+    fn without_cuda_new_is_an_error_that_mentions_cuda() {
+        if tch::Cuda::is_available() {
+            eprintln!("skipped: this machine has CUDA");
+            return;
+        }
+        let err = match NcclComm::new(Box::new(LocalComm), 0) {
+            Ok(_) => panic!("NcclComm::new succeeded without CUDA"),
+            Err(e) => e.to_string(),
+        };
+        eprintln!("{err}");
+        assert!(err.contains("CUDA"), "{err}");
+        assert!(err.contains("NCCL"), "{err}");
+    }
+
+    /// Needs no GPU: the lookup either finds a working libnccl or says why not, never panics.
+    #[test]
+    fn library_lookup_never_panics() {
+        match library() {
+            Ok((lib, file)) => {
+                let v = lib.version().map_err(|f| f.text).expect("ncclGetVersion");
+                eprintln!("NCCL {} from {file}", version_text(v));
+                assert!(v >= 20400, "{v}");
+            }
+            Err(why) => {
+                eprintln!("no NCCL here: {why}");
+                assert!(why.contains("libnccl.so.2"), "{why}");
+            }
+        }
+    }
+
+    #[test]
+    fn version_codes() {
+        assert_eq!(version_text(22809), "2.28.9");
+        assert_eq!(version_text(2708), "2.7.8");
+    }
+}

@@ -1,0 +1,65 @@
+//! `sagan gpu-check`: a few CUDA training steps and an NCCL all-reduce on this machine's GPU,
+//! for launch/gpu-check.sh on a GPU machine without a Rust toolchain.
+use std::time::Instant;
+
+use tch::{Device, Kind, Tensor};
+
+use crate::config::Config;
+use crate::dist::nccl::NcclComm;
+use crate::dist::{device, Comm, LocalComm};
+use crate::error::{Error, Result};
+use crate::train::Trainer;
+
+pub fn run(cfg: Config, steps: i64) -> Result<()> {
+    device::require_cuda("gpu-check")?;
+    println!("CUDA devices: {}", tch::Cuda::device_count());
+    let dev = Device::Cuda(0);
+    let batch = cfg.train.batch_size;
+    let mut t = Trainer::new(cfg, Box::new(LocalComm), dev)?;
+    for _ in 0..3 {
+        t.train_step()?;
+    }
+    tch::Cuda::synchronize(0);
+    let t0 = Instant::now();
+    let mut last = None;
+    for _ in 0..steps {
+        last = Some(t.train_step()?);
+    }
+    tch::Cuda::synchronize(0);
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "training on {dev:?}: {steps} steps of batch {batch} in {secs:.2} s = {:.1} images/s; last step {last:?}",
+        (steps * batch) as f64 / secs
+    );
+
+    let nccl = NcclComm::new(Box::new(LocalComm), 0)?;
+    println!("NCCL: {} rank(s), library {}", nccl.size(), nccl.library());
+    let n = 16 << 20; // 64 MiB of f32
+    let mut x = Tensor::arange(n, (Kind::Float, dev));
+    let expected = &x * nccl.size() as f64;
+    nccl.all_reduce_sum(&mut x)?;
+    if !x.equal(&expected) {
+        return Err(Error::Dist("NCCL all-reduce returned a wrong sum".into()));
+    }
+    let mut b = Tensor::full([1024], 7.0, (Kind::Double, dev));
+    nccl.broadcast(&mut b, 0)?;
+    if b.sum(Kind::Double).double_value(&[]) != 7.0 * 1024.0 {
+        return Err(Error::Dist("NCCL broadcast changed the root's data".into()));
+    }
+    tch::Cuda::synchronize(0);
+    let iters = 20;
+    let t0 = Instant::now();
+    for _ in 0..iters {
+        nccl.all_reduce_sum(&mut x)?;
+    }
+    tch::Cuda::synchronize(0);
+    let secs = t0.elapsed().as_secs_f64() / iters as f64;
+    nccl.check_async_error()?;
+    println!(
+        "NCCL all-reduce of {} MiB: {:.3} ms, {:.1} GB/s (results checked)",
+        n * 4 >> 20,
+        secs * 1e3,
+        (n * 4) as f64 / secs / 1e9
+    );
+    Ok(())
+}
