@@ -16,6 +16,7 @@ pub struct Config {
     pub data: DataConfig,
     pub dist: DistConfig,
     pub output: OutputConfig,
+    pub eval: EvalConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -122,6 +123,52 @@ pub struct DistConfig {
     /// Write every rank's parameters, buffers and Adam moments to `<output.dir>/rank_state/` at the
     /// end (for verifying that replicas are identical).
     pub dump_rank_state: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FeatureNetKind {
+    /// The project's Fashion-MNIST classifier (`sagan train-classifier`): metrics named
+    /// FID_fmnist_classifier / IS_fmnist_classifier, not comparable with Inception numbers.
+    FmnistClassifier,
+    /// pytorch-fid's Inception-v3 (pt_inception-2015-12-05 converted to safetensors).
+    Inception,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Compute FID and IS at all.
+    pub enabled: bool,
+    /// Also every this many steps during training (0 = only at the start and the end).
+    pub every: i64,
+    /// Evaluate before the first step too, as the baseline the run should improve on.
+    pub at_start: bool,
+    /// Generated samples per evaluation, split over the ranks.
+    pub num_samples: i64,
+    /// Samples generated per forward pass.
+    pub batch: i64,
+    pub feature_net: FeatureNetKind,
+    /// Weights of the feature network (safetensors).
+    pub weights: PathBuf,
+    /// Reference statistics (pytorch-fid .npz: mu, sigma); computed from the training set and
+    /// written here when missing.
+    pub reference_stats: PathBuf,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            every: 0,
+            at_start: true,
+            num_samples: 10000,
+            batch: 250,
+            feature_net: FeatureNetKind::FmnistClassifier,
+            weights: PathBuf::from(".cache/fmnist_classifier.safetensors"),
+            reference_stats: PathBuf::from(".cache/fmnist_classifier_train_stats.npz"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -248,7 +295,15 @@ impl Config {
                 return Err(format!("key `{key}` must be > 0, got {v}"));
             }
         }
+        if self.eval.enabled {
+            for (key, v) in [("eval.num_samples", self.eval.num_samples), ("eval.batch", self.eval.batch)] {
+                if v <= 0 {
+                    return Err(format!("key `{key}` must be > 0, got {v}"));
+                }
+            }
+        }
         let non_negative_i = [
+            ("eval.every", self.eval.every),
             ("train.ema_start", t.ema_start),
             ("train.sample_every", t.sample_every),
             ("train.threads", t.threads),

@@ -52,7 +52,7 @@ enum Command {
         out: PathBuf,
         #[arg(long, default_value = "/usr/share/datasets/fashion-mnist")]
         data: PathBuf,
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 4)]
         epochs: i64,
     },
     /// On a GPU machine: a few CUDA training steps and a checked NCCL all-reduce (launch/gpu-check.sh).

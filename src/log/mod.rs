@@ -1,4 +1,6 @@
-//! Monitoring output: TensorBoard event files.
+//! Monitoring output: TensorBoard event files and rank 0's reporter.
+pub mod reporter;
 pub mod tensorboard;
 
+pub use reporter::{Reporter, StepReport};
 pub use tensorboard::EventWriter;

@@ -1,6 +1,8 @@
 //! Evaluation metrics: FID and IS, and the feature networks behind them.
 pub mod classifier;
+pub mod eval;
 pub mod fid;
+pub mod inception;
 pub mod inception_score;
 pub mod npz;
 pub mod numpy_rng;

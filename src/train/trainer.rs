@@ -33,6 +33,8 @@ pub struct Trainer {
     pub opt_d: Adam,
     ema: Ema,
     loader: Loader,
+    /// The training set (reference statistics for evaluation come from it).
+    pub data: Dataset,
     batch: i64,
     bucket_bytes: usize,
     /// Generator steps completed.
@@ -93,6 +95,7 @@ impl Trainer {
             opt_d,
             ema,
             loader,
+            data,
             batch,
             step: 0,
             resyncs: 0,
@@ -212,6 +215,16 @@ impl Trainer {
         out
     }
 
+    /// Attention gammas by network and position (`G_0`, `D_0`, ...).
+    pub fn named_gammas(&self) -> Vec<(String, f64)> {
+        let named = |net: &str, gs: Vec<Tensor>| -> Vec<(String, f64)> {
+            gs.iter().enumerate().map(|(i, g)| (format!("{net}_{i}"), g.double_value(&[0]))).collect()
+        };
+        let mut out = named("G", self.g.gammas());
+        out.extend(named("D", self.d.gammas()));
+        out
+    }
+
     /// Attention gammas of G then D.
     pub fn gammas(&self) -> Vec<f64> {
         self.g
@@ -226,5 +239,11 @@ impl Trainer {
     pub fn sample(&self, z: &Tensor, y: &Tensor) -> Tensor {
         self.g_ema.sn.refresh(SnMode::Detached);
         tch::no_grad(|| self.g_ema.forward(z, y, BnMode::Batch))
+    }
+
+    /// The same from the raw G. Uses G's normalised weights of the current step, so it neither runs
+    /// a power iteration nor perturbs training.
+    pub fn sample_g(&self, z: &Tensor, y: &Tensor) -> Tensor {
+        tch::no_grad(|| self.g.forward(z, y, BnMode::Batch))
     }
 }

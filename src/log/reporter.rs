@@ -1,0 +1,104 @@
+//! Rank 0's outputs during a run: the console, `metrics.jsonl` and the TensorBoard event file.
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use tch::Tensor;
+
+use super::tensorboard::EventWriter;
+use crate::error::{IoContext, Result};
+use crate::metrics::eval::Scores;
+use crate::train::StepStats;
+
+pub struct Reporter {
+    metrics: std::fs::File,
+    metrics_path: PathBuf,
+    tb: EventWriter,
+}
+
+/// One logging point of the training loop.
+pub struct StepReport<'a> {
+    pub step: i64,
+    pub stats: &'a StepStats,
+    pub gammas: &'a [(String, f64)],
+    pub resyncs: usize,
+    pub lr_g: f64,
+    pub lr_d: f64,
+    pub images_per_second: f64,
+    pub seconds_per_step: f64,
+}
+
+impl Reporter {
+    pub fn create(dir: &Path, config_toml: &str) -> Result<Self> {
+        std::fs::create_dir_all(dir).at(dir)?;
+        let cfg_path = dir.join("config.toml");
+        std::fs::write(&cfg_path, config_toml).at(&cfg_path)?;
+        let metrics_path = dir.join("metrics.jsonl");
+        let metrics = std::fs::File::create(&metrics_path).at(&metrics_path)?;
+        let mut tb = EventWriter::create(dir)?;
+        tb.add_text("config", &format!("```toml\n{config_toml}\n```"), 0)?;
+        Ok(Self { metrics, metrics_path, tb })
+    }
+
+    fn json_line(&mut self, v: serde_json::Value) -> Result<()> {
+        writeln!(self.metrics, "{v}").at(&self.metrics_path)
+    }
+
+    pub fn step(&mut self, r: &StepReport) -> Result<()> {
+        let s = r.stats;
+        println!(
+            "step {:>6}  D real {:.4} fake {:.4}  G {:.4}  D(x) {:+.3} D(G(z)) {:+.3}  {:.3} s/step  {:.1} img/s",
+            r.step, s.d_loss_real, s.d_loss_fake, s.g_loss, s.d_real, s.d_fake, r.seconds_per_step, r.images_per_second
+        );
+        let gammas: serde_json::Map<String, serde_json::Value> =
+            r.gammas.iter().map(|(n, g)| (n.clone(), (*g).into())).collect();
+        self.json_line(serde_json::json!({
+            "step": r.step, "stats": s, "gammas": gammas, "resyncs": r.resyncs,
+            "images_per_second": r.images_per_second,
+        }))?;
+        let scalars = [
+            ("loss/D", s.d_loss_real + s.d_loss_fake),
+            ("loss/D_real", s.d_loss_real),
+            ("loss/D_fake", s.d_loss_fake),
+            ("loss/G", s.g_loss),
+            ("D/real_mean", s.d_real),
+            ("D/fake_mean", s.d_fake),
+            ("grad_norm/D", s.d_grad_norm),
+            ("grad_norm/G", s.g_grad_norm),
+            ("lr/G", r.lr_g),
+            ("lr/D", r.lr_d),
+            ("perf/images_per_second", r.images_per_second),
+            ("dist/sn_resyncs", r.resyncs as f64),
+        ];
+        for (tag, v) in scalars {
+            self.tb.add_scalar(tag, v, r.step)?;
+        }
+        for (name, g) in r.gammas {
+            self.tb.add_scalar(&format!("attention_gamma/{name}"), *g, r.step)?;
+        }
+        Ok(())
+    }
+
+    pub fn scores(&mut self, step: i64, label: &str, sc: &Scores) -> Result<()> {
+        println!(
+            "eval step {step}: FID_{label} {:.3}  IS_{label} {:.3} ± {:.3}  ({} samples, {:.1} s)",
+            sc.fid, sc.is_mean, sc.is_std, sc.samples, sc.seconds
+        );
+        self.json_line(serde_json::json!({ "step": step, "eval": sc, "feature_net": label }))?;
+        self.tb.add_scalar(&format!("eval/FID_{label}"), sc.fid, step)?;
+        self.tb.add_scalar(&format!("eval/IS_{label}"), sc.is_mean, step)?;
+        self.tb.add_scalar(&format!("eval/IS_{label}_std"), sc.is_std, step)?;
+        self.tb.flush()
+    }
+
+    pub fn image(&mut self, tag: &str, chw_u8: &Tensor, step: i64) -> Result<()> {
+        self.tb.add_image(tag, chw_u8, step)
+    }
+
+    pub fn histogram(&mut self, tag: &str, values: &[f64], step: i64) -> Result<()> {
+        self.tb.add_histogram(tag, values, step)
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        self.tb.flush()
+    }
+}
