@@ -57,7 +57,7 @@ pub fn run(cfg: Config, steps: i64) -> Result<()> {
     nccl.check_async_error()?;
     println!(
         "NCCL all-reduce of {} MiB: {:.3} ms, {:.1} GB/s (results checked)",
-        n * 4 >> 20,
+        (n * 4) >> 20,
         secs * 1e3,
         (n * 4) as f64 / secs / 1e9
     );
