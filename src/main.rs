@@ -64,6 +64,28 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         steps: i64,
     },
+    /// Reference statistics of the config's training set on its feature network, written as a
+    /// pytorch-fid .npz (mu, sigma); or, with --compare, the FID between two such files.
+    FidStats {
+        #[arg(long, required_unless_present = "compare")]
+        config: Option<PathBuf>,
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        overrides: Vec<String>,
+        #[arg(long, required_unless_present = "compare")]
+        out: Option<PathBuf>,
+        /// Two .npz files (ours or pytorch-fid's): print the Frechet distance between them.
+        #[arg(long, num_args = 2, value_names = ["A", "B"])]
+        compare: Option<Vec<PathBuf>>,
+    },
+    /// FID and IS of a trained G_ema (e.g. runs/fmnist32/G_ema.safetensors), across ranks.
+    Eval {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        overrides: Vec<String>,
+        #[arg(long)]
+        checkpoint: PathBuf,
+    },
     /// Print the effective config (defaults, file and overrides merged) as TOML.
     ShowConfig {
         #[arg(long)]
@@ -135,6 +157,39 @@ fn run_cli(cli: Cli) -> sagan::Result<()> {
         }
         Command::GpuCheck { config, overrides, steps } => {
             sagan::gpu_check::run(Config::load(&config, &overrides)?, steps)?;
+        }
+        Command::FidStats { config, overrides, out, compare } => {
+            if let Some(files) = compare {
+                let a = sagan::metrics::load_fid_stats(&files[0])?;
+                let b = sagan::metrics::load_fid_stats(&files[1])?;
+                println!("FID {:.9}", a.frechet_distance(&b)?);
+                return Ok(());
+            }
+            let (config, out) = (config.expect("required by clap"), out.expect("required by clap"));
+            let cfg = Config::load(&config, &overrides)?;
+            let rank = launch::join(&cfg)?;
+            let data = sagan::data::Dataset::load(&cfg.data, &cfg.model)?;
+            let net = sagan::metrics::eval::FeatureNet::load(&cfg.eval, rank.device)?;
+            let stats = sagan::metrics::eval::dataset_stats(rank.comm.as_ref(), &net, &data, cfg.eval.batch, rank.device)?;
+            if rank.comm.rank() == 0 {
+                sagan::metrics::save_fid_stats(&out, &stats)?;
+                println!("{} images -> {} ({}-d, {})", data.len(), out.display(), stats.dim(), net.label());
+            }
+        }
+        Command::Eval { config, overrides, checkpoint } => {
+            let cfg = Config::load(&config, &overrides)?;
+            let rank = launch::join(&cfg)?;
+            if let Some(s) = sagan::metrics::eval::evaluate_checkpoint(&cfg, rank.comm.as_ref(), rank.device, &checkpoint)? {
+                println!(
+                    "{}: FID {:.9}  IS {:.9} ± {:.9}  ({} samples, {:.1} s)",
+                    checkpoint.display(),
+                    s.fid,
+                    s.is_mean,
+                    s.is_std,
+                    s.samples,
+                    s.seconds
+                );
+            }
         }
         Command::ShowConfig { config, overrides } => {
             print!("{}", Config::load(&config, &overrides)?.to_toml());

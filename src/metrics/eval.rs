@@ -6,10 +6,11 @@
 use tch::{Device, Kind, Tensor};
 
 use super::classifier::{self, Classifier};
+use super::inception::{self, InceptionV3};
 use super::fid::{FeatureStats, FidStats};
 use super::inception_score::{inception_score, Order, DEFAULT_SEED, DEFAULT_SPLITS};
 use super::npz;
-use crate::config::{EvalConfig, FeatureNetKind};
+use crate::config::{Config, EvalConfig, FeatureNetKind};
 use crate::data::Dataset;
 use crate::dist::Comm;
 use crate::error::{Error, Result};
@@ -18,16 +19,14 @@ use crate::samples;
 /// The network whose features and logits define FID and IS.
 pub enum FeatureNet {
     FmnistClassifier(Classifier),
+    Inception(InceptionV3),
 }
 
 impl FeatureNet {
     pub fn load(cfg: &EvalConfig, device: Device) -> Result<Self> {
         match cfg.feature_net {
             FeatureNetKind::FmnistClassifier => Ok(Self::FmnistClassifier(Classifier::load(&cfg.weights, device)?)),
-            FeatureNetKind::Inception => Err(Error::Config {
-                file: "<run>".into(),
-                msg: "`eval.feature_net` = \"inception\" is not available in this build yet".into(),
-            }),
+            FeatureNetKind::Inception => Ok(Self::Inception(InceptionV3::load(&cfg.weights, device)?)),
         }
     }
 
@@ -35,12 +34,14 @@ impl FeatureNet {
     pub fn label(&self) -> &'static str {
         match self {
             Self::FmnistClassifier(_) => "fmnist_classifier",
+            Self::Inception(_) => "inception",
         }
     }
 
     pub fn dim(&self) -> i64 {
         match self {
             Self::FmnistClassifier(_) => classifier::FEATURES,
+            Self::Inception(_) => inception::FEATURES,
         }
     }
 
@@ -48,6 +49,12 @@ impl FeatureNet {
     pub fn features(&self, images: &Tensor) -> (Tensor, Tensor) {
         tch::no_grad(|| match self {
             Self::FmnistClassifier(c) => c.forward(images),
+            // pytorch-fid takes RGB in [0, 1]; grayscale is replicated.
+            Self::Inception(net) => {
+                let x = (images + 1.0) / 2.0;
+                let x = if x.size()[1] == 1 { x.repeat([1, 3, 1, 1]) } else { x };
+                net.forward(&x)
+            }
         })
     }
 }
@@ -166,4 +173,29 @@ pub fn evaluate(
         samples: n,
         seconds: started.elapsed().as_secs_f64(),
     }))
+}
+
+/// Scores a saved G_ema (safetensors with the generator's variable names) under `cfg`.
+pub fn evaluate_checkpoint(cfg: &Config, comm: &dyn Comm, device: Device, weights: &std::path::Path) -> Result<Option<Scores>> {
+    let mut g = crate::model::Generator::new(&cfg.model, device)?;
+    g.vs.load(weights).map_err(|e| Error::Checkpoint {
+        path: weights.to_path_buf(),
+        msg: format!("not a generator for this config's model section: {e}"),
+    })?;
+    g.sn.refresh(crate::model::SnMode::Detached);
+    let net = FeatureNet::load(&cfg.eval, device)?;
+    let data = Dataset::load(&cfg.data, &cfg.model)?;
+    let reference = reference_stats(comm, &cfg.eval, &net, &data, device)?;
+    let generate = |z: &Tensor, y: &Tensor| tch::no_grad(|| g.forward(z, y, crate::model::BnMode::Batch));
+    evaluate(
+        comm,
+        &net,
+        &reference,
+        &generate,
+        cfg.model.num_classes,
+        cfg.model.z_dim,
+        &cfg.eval,
+        cfg.train.seed as u64 ^ 0xe7a1,
+        device,
+    )
 }

@@ -287,7 +287,9 @@ impl BlockE {
 }
 
 fn chain(layers: &[ConvBn], x: &Tensor) -> Tensor {
-    let (first, rest) = layers.split_first().expect("a branch has at least one layer");
+    let (first, rest) = layers
+        .split_first()
+        .expect("a branch has at least one layer");
     rest.iter()
         .fold(first.forward(x), |h, layer| layer.forward(&h))
 }
@@ -436,7 +438,7 @@ impl InceptionV3 {
             mixed7a: BlockD::load(&mut w, "Mixed_7a", 768)?,
             mixed7: [
                 BlockE::load(&mut w, "Mixed_7b", 1280, PoolBranch::AvgTf)?,
-                BlockE::load(&mut w, "Mixed_7c", 2048, PoolBranch::AvgTf)?,
+                BlockE::load(&mut w, "Mixed_7c", 2048, PoolBranch::Max)?,
             ],
             fc_weight: w.take("fc.weight", &[CLASSES, FEATURES])?,
             fc_bias: w.take("fc.bias", &[CLASSES])?,
@@ -478,7 +480,9 @@ impl InceptionV3 {
             // scale factors, so the source coordinates come from the size ratio alone.
             let x = x.upsample_bilinear2d([INPUT_SIZE, INPUT_SIZE], false, None, None);
             let x = x * 2.0 - 1.0;
-            let x = self.conv2b.forward(&self.conv2a.forward(&self.conv1a.forward(&x)));
+            let x = self
+                .conv2b
+                .forward(&self.conv2a.forward(&self.conv1a.forward(&x)));
             let x = max_pool_3x3(&x, 2, 0);
             let x = self.conv4a.forward(&self.conv3b.forward(&x));
             let mut x = max_pool_3x3(&x, 2, 0);
