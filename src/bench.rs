@@ -34,7 +34,10 @@ pub fn all_reduce(cfg: &Config, iters: usize) -> Result<Option<AllReduceFigures>
     let d = Discriminator::new(&cfg.model, rank.device)?;
     let mut params = model::parameters(&g.vs);
     params.extend(model::parameters(&d.vs));
-    let loss: Tensor = params.iter().map(|(_, p)| p.square().sum(Kind::Float)).sum();
+    let loss: Tensor = params
+        .iter()
+        .map(|(_, p)| p.square().sum(Kind::Float))
+        .sum();
     loss.backward();
     let bucket_bytes = (cfg.dist.bucket_mb * 1024.0 * 1024.0) as usize;
     let bytes: usize = params.iter().map(|(_, p)| p.numel() * 4).sum();

@@ -296,7 +296,10 @@ impl Config {
             }
         }
         if self.eval.enabled {
-            for (key, v) in [("eval.num_samples", self.eval.num_samples), ("eval.batch", self.eval.batch)] {
+            for (key, v) in [
+                ("eval.num_samples", self.eval.num_samples),
+                ("eval.batch", self.eval.batch),
+            ] {
                 if v <= 0 {
                     return Err(format!("key `{key}` must be > 0, got {v}"));
                 }

@@ -137,7 +137,11 @@ fn run_cli(cli: Cli) -> sagan::Result<()> {
                 );
             }
         }
-        Command::BenchAllreduce { config, overrides, iters } => {
+        Command::BenchAllreduce {
+            config,
+            overrides,
+            iters,
+        } => {
             let cfg = Config::load(&config, &overrides)?;
             if let Some(f) = sagan::bench::all_reduce(&cfg, iters)? {
                 let gbs = |s: f64| f.bytes as f64 / s / 1e9;
@@ -153,33 +157,70 @@ fn run_cli(cli: Cli) -> sagan::Result<()> {
         }
         Command::TrainClassifier { out, data, epochs } => {
             let acc = sagan::metrics::classifier::train(&data, &out, epochs, tch::Device::Cpu)?;
-            println!("classifier: test accuracy {:.2}% -> {}", acc * 100.0, out.display());
+            println!(
+                "classifier: test accuracy {:.2}% -> {}",
+                acc * 100.0,
+                out.display()
+            );
         }
-        Command::GpuCheck { config, overrides, steps } => {
+        Command::GpuCheck {
+            config,
+            overrides,
+            steps,
+        } => {
             sagan::gpu_check::run(Config::load(&config, &overrides)?, steps)?;
         }
-        Command::FidStats { config, overrides, out, compare } => {
+        Command::FidStats {
+            config,
+            overrides,
+            out,
+            compare,
+        } => {
             if let Some(files) = compare {
                 let a = sagan::metrics::load_fid_stats(&files[0])?;
                 let b = sagan::metrics::load_fid_stats(&files[1])?;
                 println!("FID {:.9}", a.frechet_distance(&b)?);
                 return Ok(());
             }
-            let (config, out) = (config.expect("required by clap"), out.expect("required by clap"));
+            let (config, out) = (
+                config.expect("required by clap"),
+                out.expect("required by clap"),
+            );
             let cfg = Config::load(&config, &overrides)?;
             let rank = launch::join(&cfg)?;
             let data = sagan::data::Dataset::load(&cfg.data, &cfg.model)?;
             let net = sagan::metrics::eval::FeatureNet::load(&cfg.eval, rank.device)?;
-            let stats = sagan::metrics::eval::dataset_stats(rank.comm.as_ref(), &net, &data, cfg.eval.batch, rank.device)?;
+            let stats = sagan::metrics::eval::dataset_stats(
+                rank.comm.as_ref(),
+                &net,
+                &data,
+                cfg.eval.batch,
+                rank.device,
+            )?;
             if rank.comm.rank() == 0 {
                 sagan::metrics::save_fid_stats(&out, &stats)?;
-                println!("{} images -> {} ({}-d, {})", data.len(), out.display(), stats.dim(), net.label());
+                println!(
+                    "{} images -> {} ({}-d, {})",
+                    data.len(),
+                    out.display(),
+                    stats.dim(),
+                    net.label()
+                );
             }
         }
-        Command::Eval { config, overrides, checkpoint } => {
+        Command::Eval {
+            config,
+            overrides,
+            checkpoint,
+        } => {
             let cfg = Config::load(&config, &overrides)?;
             let rank = launch::join(&cfg)?;
-            if let Some(s) = sagan::metrics::eval::evaluate_checkpoint(&cfg, rank.comm.as_ref(), rank.device, &checkpoint)? {
+            if let Some(s) = sagan::metrics::eval::evaluate_checkpoint(
+                &cfg,
+                rank.comm.as_ref(),
+                rank.device,
+                &checkpoint,
+            )? {
                 println!(
                     "{}: FID {:.9}  IS {:.9} ± {:.9}  ({} samples, {:.1} s)",
                     checkpoint.display(),

@@ -12,7 +12,12 @@ fn bin() -> &'static str {
 fn example(name: &str) -> PathBuf {
     // Examples are built by `cargo test` next to the test binaries' parent directory.
     let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("examples").join(name)
+    exe.parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name)
 }
 
 fn config() -> String {
@@ -21,8 +26,13 @@ fn config() -> String {
 
 fn mpirun(np: usize) -> Command {
     let mut c = Command::new("mpirun");
-    c.args(["--allow-run-as-root", "--oversubscribe", "-np", &np.to_string()])
-        .env("OMPI_MCA_rmaps_base_oversubscribe", "1");
+    c.args([
+        "--allow-run-as-root",
+        "--oversubscribe",
+        "-np",
+        &np.to_string(),
+    ])
+    .env("OMPI_MCA_rmaps_base_oversubscribe", "1");
     c
 }
 
@@ -49,7 +59,11 @@ fn sorted(mut v: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
 }
 
 fn ok(out: &Output) -> String {
-    let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "command failed:\n{text}");
     text
 }
@@ -59,22 +73,46 @@ fn replicas_stay_bitwise_identical_over_30_steps() {
     let dir = tempfile::tempdir().unwrap();
     let mut args = small(dir.path(), 30);
     args.extend(["--set".into(), "dist.dump_rank_state=true".into()]);
-    let out = mpirun(2).arg(bin()).args(["train", "--config", &config()]).args(&args).output().unwrap();
+    let out = mpirun(2)
+        .arg(bin())
+        .args(["train", "--config", &config()])
+        .args(&args)
+        .output()
+        .unwrap();
     let text = ok(&out);
     assert!(text.contains("2 rank(s), backend mpi"), "{text}");
-    let load = |r: usize| sorted(Tensor::read_safetensors(dir.path().join(format!("rank_state/rank{r}.safetensors"))).unwrap());
+    let load = |r: usize| {
+        sorted(
+            Tensor::read_safetensors(dir.path().join(format!("rank_state/rank{r}.safetensors")))
+                .unwrap(),
+        )
+    };
     let (a, b) = (load(0), load(1));
     assert_eq!(a.len(), b.len());
-    let kinds = ["G.", "D.", "G_ema.", "adam_G.exp_avg.", "adam_D.exp_avg_sq.", "weight_u", "running_var"];
+    let kinds = [
+        "G.",
+        "D.",
+        "G_ema.",
+        "adam_G.exp_avg.",
+        "adam_D.exp_avg_sq.",
+        "weight_u",
+        "running_var",
+    ];
     for k in kinds {
-        assert!(a.iter().any(|(n, _)| n.contains(k)), "no {k} tensors in the dump");
+        assert!(
+            a.iter().any(|(n, _)| n.contains(k)),
+            "no {k} tensors in the dump"
+        );
     }
     for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
         assert_eq!(na, nb);
         assert!(ta.equal(tb), "{na} differs between rank 0 and rank 1");
     }
     // The ranks did train on different data: the moments are not trivially zero.
-    let m = a.iter().find(|(n, _)| n.starts_with("adam_D.exp_avg.")).unwrap();
+    let m = a
+        .iter()
+        .find(|(n, _)| n.starts_with("adam_D.exp_avg."))
+        .unwrap();
     assert!(m.1.abs().sum(tch::Kind::Double).double_value(&[]) > 0.0);
 }
 
@@ -83,21 +121,40 @@ fn two_ranks_average_to_the_single_rank_gradient_on_the_joint_batch() {
     let dir = tempfile::tempdir().unwrap();
     let two = dir.path().join("two.safetensors");
     let one = dir.path().join("one.safetensors");
-    ok(&mpirun(2).arg(example("dist_probe")).args(["grad-equivalence", two.to_str().unwrap(), "8"]).output().unwrap());
-    ok(&mpirun(1).arg(example("dist_probe")).args(["grad-equivalence", one.to_str().unwrap(), "16"]).output().unwrap());
-    let (a, b) = (sorted(Tensor::read_safetensors(&two).unwrap()), sorted(Tensor::read_safetensors(&one).unwrap()));
+    ok(&mpirun(2)
+        .arg(example("dist_probe"))
+        .args(["grad-equivalence", two.to_str().unwrap(), "8"])
+        .output()
+        .unwrap());
+    ok(&mpirun(1)
+        .arg(example("dist_probe"))
+        .args(["grad-equivalence", one.to_str().unwrap(), "16"])
+        .output()
+        .unwrap());
+    let (a, b) = (
+        sorted(Tensor::read_safetensors(&two).unwrap()),
+        sorted(Tensor::read_safetensors(&one).unwrap()),
+    );
     assert!(!a.is_empty());
     for ((na, ga), (nb, gb)) in a.iter().zip(&b) {
         assert_eq!(na, nb);
         let scale = gb.abs().max().double_value(&[]).max(1e-12);
         let diff = (ga - gb).abs().max().double_value(&[]);
-        assert!(diff / scale <= 1e-5, "{na}: relative difference {}", diff / scale);
+        assert!(
+            diff / scale <= 1e-5,
+            "{na}: relative difference {}",
+            diff / scale
+        );
     }
 }
 
 #[test]
 fn a_perturbed_u_vector_is_detected_repaired_and_counted() {
-    let out = mpirun(2).arg(example("dist_probe")).arg("resync").output().unwrap();
+    let out = mpirun(2)
+        .arg(example("dist_probe"))
+        .arg("resync")
+        .output()
+        .unwrap();
     let text = ok(&out);
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -120,14 +177,27 @@ fn mismatched_configs_are_refused() {
         .arg(bin())
         .args(["train", "--config", &config()])
         .args(&args)
-        .args(["--set", "train.seed=1", ":", "-np", "1", bin(), "train", "--config", &config()])
+        .args([
+            "--set",
+            "train.seed=1",
+            ":",
+            "-np",
+            "1",
+            bin(),
+            "train",
+            "--config",
+            &config(),
+        ])
         .args(&args)
         .args(["--set", "train.seed=2"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("rank(s) [1] have a different effective config than rank 0"), "{err}");
+    assert!(
+        err.contains("rank(s) [1] have a different effective config than rank 0"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -144,17 +214,29 @@ fn a_killed_rank_ends_the_whole_run() {
     // Wait until rank 0 has logged a step, then SIGKILL rank 1.
     let metrics = dir.path().join("metrics.jsonl");
     let t0 = Instant::now();
-    while std::fs::read_to_string(&metrics).map(|s| s.is_empty()).unwrap_or(true) {
-        assert!(t0.elapsed() < Duration::from_secs(120), "training never started");
+    while std::fs::read_to_string(&metrics)
+        .map(|s| s.is_empty())
+        .unwrap_or(true)
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "training never started"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let rank1 = find_rank_pid(child.id(), 1).expect("rank 1 process");
     let rank0 = find_rank_pid(child.id(), 0).expect("rank 0 process");
-    Command::new("kill").args(["-9", &rank1.to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-9", &rank1.to_string()])
+        .status()
+        .unwrap();
     let killed = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
-            assert!(!status.success(), "mpirun reported success after a rank was killed");
+            assert!(
+                !status.success(),
+                "mpirun reported success after a rank was killed"
+            );
             break;
         }
         if killed.elapsed() > Duration::from_secs(60) {
@@ -164,11 +246,16 @@ fn a_killed_rank_ends_the_whole_run() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(killed.elapsed() < Duration::from_secs(60));
-    assert!(!Path::new(&format!("/proc/{rank0}")).exists() || is_zombie(rank0), "rank 0 outlived the run");
+    assert!(
+        !Path::new(&format!("/proc/{rank0}")).exists() || is_zombie(rank0),
+        "rank 0 outlived the run"
+    );
 }
 
 fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true)
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.contains(") Z "))
+        .unwrap_or(true)
 }
 
 /// The descendant of `root` whose environment says OMPI_COMM_WORLD_RANK=`rank`.
@@ -181,8 +268,13 @@ fn find_rank_pid(root: u32, rank: usize) -> Option<u32> {
                 return Some(pid);
             }
         }
-        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        frontier.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        frontier.extend(
+            children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
     }
     None
 }

@@ -25,7 +25,11 @@ pub fn join(cfg: &Config) -> Result<Rank> {
     }
     let comm = choose_backend(cfg.dist.backend, bootstrap, &world, device)?;
     check_same_config(comm.as_ref(), cfg)?;
-    Ok(Rank { comm, world, device })
+    Ok(Rank {
+        comm,
+        world,
+        device,
+    })
 }
 
 #[cfg(feature = "mpi")]
@@ -52,7 +56,12 @@ fn bootstrap() -> Result<(Box<dyn Comm>, World)> {
     Ok((Box::new(LocalComm), World::single()))
 }
 
-fn choose_backend(kind: BackendKind, bootstrap: Box<dyn Comm>, world: &World, device: Device) -> Result<Box<dyn Comm>> {
+fn choose_backend(
+    kind: BackendKind,
+    bootstrap: Box<dyn Comm>,
+    world: &World,
+    device: Device,
+) -> Result<Box<dyn Comm>> {
     let cuda = device != Device::Cpu;
     let kind = match kind {
         BackendKind::Auto if world.size == 1 => BackendKind::Local,
@@ -85,7 +94,9 @@ fn choose_backend(kind: BackendKind, bootstrap: Box<dyn Comm>, world: &World, de
 /// Every rank must train the same config: compare hashes and name the ranks that differ.
 pub fn check_same_config(comm: &dyn Comm, cfg: &Config) -> Result<()> {
     let hashes = comm.all_gather_bytes(&cfg.hash())?;
-    let differing: Vec<usize> = (0..hashes.len()).filter(|&r| hashes[r] != hashes[0]).collect();
+    let differing: Vec<usize> = (0..hashes.len())
+        .filter(|&r| hashes[r] != hashes[0])
+        .collect();
     if differing.is_empty() {
         return Ok(());
     }

@@ -35,7 +35,8 @@ pub fn init() -> Result<MpiComm> {
     // MPI_IN_PLACE is a macro, not a symbol; these are its values in the two MPI families.
     let in_place = if version.contains("Open MPI") {
         std::ptr::without_provenance_mut::<c_void>(1)
-    } else if version.contains("MPICH") || version.contains("Intel") || version.contains("MVAPICH") {
+    } else if version.contains("MPICH") || version.contains("Intel") || version.contains("MVAPICH")
+    {
         std::ptr::without_provenance_mut::<c_void>(usize::MAX)
     } else {
         return Err(Error::Dist(format!(
@@ -53,7 +54,10 @@ pub fn init() -> Result<MpiComm> {
 
 fn check_cpu_tensor(t: &Tensor, op: &str) -> Result<mpi::ffi::MPI_Datatype> {
     if t.device() != Device::Cpu {
-        return Err(Error::Dist(format!("MPI {op}: tensor is on {:?}; the MPI backend takes CPU tensors", t.device())));
+        return Err(Error::Dist(format!(
+            "MPI {op}: tensor is on {:?}; the MPI backend takes CPU tensors",
+            t.device()
+        )));
     }
     if !t.is_contiguous() {
         return Err(Error::Dist(format!("MPI {op}: tensor is not contiguous")));
@@ -63,7 +67,9 @@ fn check_cpu_tensor(t: &Tensor, op: &str) -> Result<mpi::ffi::MPI_Datatype> {
         match t.kind() {
             Kind::Float => Ok(mpi::ffi::RSMPI_FLOAT),
             Kind::Double => Ok(mpi::ffi::RSMPI_DOUBLE),
-            k => Err(Error::Dist(format!("MPI {op}: dtype {k:?} unsupported (f32, f64)"))),
+            k => Err(Error::Dist(format!(
+                "MPI {op}: dtype {k:?} unsupported (f32, f64)"
+            ))),
         }
     }
 }
@@ -147,7 +153,8 @@ impl Comm for MpiComm {
     fn all_gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
         let size = self.size();
         let mut lens = vec![0i32; size];
-        self.world.all_gather_into(&(bytes.len() as i32), &mut lens[..]);
+        self.world
+            .all_gather_into(&(bytes.len() as i32), &mut lens[..]);
         let displs: Vec<i32> = lens
             .iter()
             .scan(0, |acc, &l| {

@@ -65,25 +65,55 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| m.get(k).cloned()
     }
 
     #[test]
     fn agreement_and_disagreement() {
-        let w = World { rank: 1, size: 2, local_rank: 1, local_size: 2 };
-        cross_check(&w, &env(&[("OMPI_COMM_WORLD_RANK", "1"), ("OMPI_COMM_WORLD_SIZE", "2")])).unwrap();
-        let e = cross_check(&w, &env(&[("OMPI_COMM_WORLD_RANK", "0"), ("OMPI_COMM_WORLD_SIZE", "2")]))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("rank 1 of 2") && e.contains("rank 0 of 2"), "{e}");
+        let w = World {
+            rank: 1,
+            size: 2,
+            local_rank: 1,
+            local_size: 2,
+        };
+        cross_check(
+            &w,
+            &env(&[("OMPI_COMM_WORLD_RANK", "1"), ("OMPI_COMM_WORLD_SIZE", "2")]),
+        )
+        .unwrap();
+        let e = cross_check(
+            &w,
+            &env(&[("OMPI_COMM_WORLD_RANK", "0"), ("OMPI_COMM_WORLD_SIZE", "2")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("rank 1 of 2") && e.contains("rank 0 of 2"),
+            "{e}"
+        );
         // sbatch + mpirun: SLURM_PROCID=0 everywhere must not count against OMPI_*.
         cross_check(
             &w,
-            &env(&[("OMPI_COMM_WORLD_RANK", "1"), ("OMPI_COMM_WORLD_SIZE", "2"), ("SLURM_PROCID", "0"), ("SLURM_NTASKS", "1")]),
+            &env(&[
+                ("OMPI_COMM_WORLD_RANK", "1"),
+                ("OMPI_COMM_WORLD_SIZE", "2"),
+                ("SLURM_PROCID", "0"),
+                ("SLURM_NTASKS", "1"),
+            ]),
         )
         .unwrap();
-        let e = cross_check(&w, &env(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "2"), ("SLURM_STEP_ID", "0")]));
+        let e = cross_check(
+            &w,
+            &env(&[
+                ("SLURM_PROCID", "0"),
+                ("SLURM_NTASKS", "2"),
+                ("SLURM_STEP_ID", "0"),
+            ]),
+        );
         assert!(e.is_err());
         assert!(cross_check(&w, &env(&[("PMIX_RANK", "0")])).is_err());
         cross_check(&w, &env(&[])).unwrap();

@@ -36,7 +36,11 @@ impl Reporter {
         let metrics = std::fs::File::create(&metrics_path).at(&metrics_path)?;
         let mut tb = EventWriter::create(dir)?;
         tb.add_text("config", &format!("```toml\n{config_toml}\n```"), 0)?;
-        Ok(Self { metrics, metrics_path, tb })
+        Ok(Self {
+            metrics,
+            metrics_path,
+            tb,
+        })
     }
 
     fn json_line(&mut self, v: serde_json::Value) -> Result<()> {
@@ -49,8 +53,11 @@ impl Reporter {
             "step {:>6}  D real {:.4} fake {:.4}  G {:.4}  D(x) {:+.3} D(G(z)) {:+.3}  {:.3} s/step  {:.1} img/s",
             r.step, s.d_loss_real, s.d_loss_fake, s.g_loss, s.d_real, s.d_fake, r.seconds_per_step, r.images_per_second
         );
-        let gammas: serde_json::Map<String, serde_json::Value> =
-            r.gammas.iter().map(|(n, g)| (n.clone(), (*g).into())).collect();
+        let gammas: serde_json::Map<String, serde_json::Value> = r
+            .gammas
+            .iter()
+            .map(|(n, g)| (n.clone(), (*g).into()))
+            .collect();
         self.json_line(serde_json::json!({
             "step": r.step, "stats": s, "gammas": gammas, "resyncs": r.resyncs,
             "images_per_second": r.images_per_second,
@@ -73,7 +80,8 @@ impl Reporter {
             self.tb.add_scalar(tag, v, r.step)?;
         }
         for (name, g) in r.gammas {
-            self.tb.add_scalar(&format!("attention_gamma/{name}"), *g, r.step)?;
+            self.tb
+                .add_scalar(&format!("attention_gamma/{name}"), *g, r.step)?;
         }
         Ok(())
     }
@@ -84,9 +92,12 @@ impl Reporter {
             sc.fid, sc.is_mean, sc.is_std, sc.samples, sc.seconds
         );
         self.json_line(serde_json::json!({ "step": step, "eval": sc, "feature_net": label }))?;
-        self.tb.add_scalar(&format!("eval/FID_{label}"), sc.fid, step)?;
-        self.tb.add_scalar(&format!("eval/IS_{label}"), sc.is_mean, step)?;
-        self.tb.add_scalar(&format!("eval/IS_{label}_std"), sc.is_std, step)?;
+        self.tb
+            .add_scalar(&format!("eval/FID_{label}"), sc.fid, step)?;
+        self.tb
+            .add_scalar(&format!("eval/IS_{label}"), sc.is_mean, step)?;
+        self.tb
+            .add_scalar(&format!("eval/IS_{label}_std"), sc.is_std, step)?;
         self.tb.flush()
     }
 

@@ -73,7 +73,11 @@ impl Classifier {
                 let idx: Vec<i64> = (start..(start + 1000).min(n)).collect();
                 let (x, y) = test.batch(&idx, self.vs.device());
                 let (_, logits) = self.forward(&x);
-                correct += logits.argmax(1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+                correct += logits
+                    .argmax(1, false)
+                    .eq_tensor(&y)
+                    .sum(Kind::Int64)
+                    .int64_value(&[]);
             }
         });
         Ok(correct as f64 / n as f64)
@@ -91,7 +95,11 @@ pub fn train(data_dir: &Path, out: &Path, epochs: i64, device: Device) -> Result
     let batch = 128;
     for epoch in 0..epochs {
         // A short final phase at a lower rate gains about a point of accuracy.
-        opt.set_lr(if epoch + 1 == epochs && epochs > 1 { 2e-4 } else { 1e-3 });
+        opt.set_lr(if epoch + 1 == epochs && epochs > 1 {
+            2e-4
+        } else {
+            1e-3
+        });
         let order = Tensor::randperm(n, (Kind::Int64, Device::Cpu));
         let order = Vec::<i64>::try_from(&order).expect("int64 permutation");
         for chunk in order.chunks(batch) {

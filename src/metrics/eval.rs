@@ -6,8 +6,8 @@
 use tch::{Device, Kind, Tensor};
 
 use super::classifier::{self, Classifier};
-use super::inception::{self, InceptionV3};
 use super::fid::{FeatureStats, FidStats};
+use super::inception::{self, InceptionV3};
 use super::inception_score::{inception_score, Order, DEFAULT_SEED, DEFAULT_SPLITS};
 use super::npz;
 use crate::config::{Config, EvalConfig, FeatureNetKind};
@@ -19,14 +19,20 @@ use crate::samples;
 /// The network whose features and logits define FID and IS.
 pub enum FeatureNet {
     FmnistClassifier(Classifier),
-    Inception(InceptionV3),
+    Inception(Box<InceptionV3>),
 }
 
 impl FeatureNet {
     pub fn load(cfg: &EvalConfig, device: Device) -> Result<Self> {
         match cfg.feature_net {
-            FeatureNetKind::FmnistClassifier => Ok(Self::FmnistClassifier(Classifier::load(&cfg.weights, device)?)),
-            FeatureNetKind::Inception => Ok(Self::Inception(InceptionV3::load(&cfg.weights, device)?)),
+            FeatureNetKind::FmnistClassifier => Ok(Self::FmnistClassifier(Classifier::load(
+                &cfg.weights,
+                device,
+            )?)),
+            FeatureNetKind::Inception => Ok(Self::Inception(Box::new(InceptionV3::load(
+                &cfg.weights,
+                device,
+            )?))),
         }
     }
 
@@ -52,7 +58,11 @@ impl FeatureNet {
             // pytorch-fid takes RGB in [0, 1]; grayscale is replicated.
             Self::Inception(net) => {
                 let x = (images + 1.0) / 2.0;
-                let x = if x.size()[1] == 1 { x.repeat([1, 3, 1, 1]) } else { x };
+                let x = if x.size()[1] == 1 {
+                    x.repeat([1, 3, 1, 1])
+                } else {
+                    x
+                };
                 net.forward(&x)
             }
         })
@@ -69,7 +79,13 @@ pub struct Scores {
 }
 
 /// Reference statistics of a dataset's images, computed across ranks (each takes every W-th chunk).
-pub fn dataset_stats(comm: &dyn Comm, net: &FeatureNet, data: &Dataset, batch: i64, device: Device) -> Result<FidStats> {
+pub fn dataset_stats(
+    comm: &dyn Comm,
+    net: &FeatureNet,
+    data: &Dataset,
+    batch: i64,
+    device: Device,
+) -> Result<FidStats> {
     let n = data.len() as i64;
     let mut stats = FeatureStats::new(net.dim(), device);
     let chunks = (n + batch - 1) / batch;
@@ -88,7 +104,13 @@ fn reduce_stats(comm: &dyn Comm, stats: &FeatureStats) -> Result<FeatureStats> {
 }
 
 /// Loads the reference statistics, or computes them from `data` and writes them (rank 0).
-pub fn reference_stats(comm: &dyn Comm, cfg: &EvalConfig, net: &FeatureNet, data: &Dataset, device: Device) -> Result<FidStats> {
+pub fn reference_stats(
+    comm: &dyn Comm,
+    cfg: &EvalConfig,
+    net: &FeatureNet,
+    data: &Dataset,
+    device: Device,
+) -> Result<FidStats> {
     let path = &cfg.reference_stats;
     if path.exists() {
         return npz::load_fid_stats(path);
@@ -96,7 +118,10 @@ pub fn reference_stats(comm: &dyn Comm, cfg: &EvalConfig, net: &FeatureNet, data
     let stats = dataset_stats(comm, net, data, cfg.batch, device)?;
     if comm.rank() == 0 {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.to_path_buf(), source: e })?;
+            std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+                path: dir.to_path_buf(),
+                source: e,
+            })?;
         }
         npz::save_fid_stats(path, &stats)?;
     }
@@ -125,15 +150,24 @@ pub fn evaluate(
     for k in (comm.rank() as i64..chunks).step_by(comm.size()) {
         let size = batch.min(n - k * batch);
         let (z, _) = samples::fixed_inputs(1, size, z_dim, seed.wrapping_add(k as u64), device);
-        let y = (Tensor::arange_start(k * batch, k * batch + size, (Kind::Int64, device))).remainder(num_classes);
+        let y = (Tensor::arange_start(k * batch, k * batch + size, (Kind::Int64, device)))
+            .remainder(num_classes);
         let images = generate(&z, &y);
         let (f, logits) = net.features(&images);
         stats.add(&f)?;
-        let logits = logits.to_kind(Kind::Float).to_device(Device::Cpu).contiguous();
+        let logits = logits
+            .to_kind(Kind::Float)
+            .to_device(Device::Cpu)
+            .contiguous();
         for word in [k, size, logits.size()[1]] {
             my_logits.extend((word as u64).to_le_bytes());
         }
-        my_logits.extend(Vec::<f32>::try_from(&logits.view([-1])).expect("f32").iter().flat_map(|v| v.to_le_bytes()));
+        my_logits.extend(
+            Vec::<f32>::try_from(&logits.view([-1]))
+                .expect("f32")
+                .iter()
+                .flat_map(|v| v.to_le_bytes()),
+        );
     }
     let total = reduce_stats(comm, &stats)?;
     let gathered = comm.all_gather_bytes(&my_logits)?;
@@ -146,7 +180,13 @@ pub fn evaluate(
     for bytes in &gathered {
         let mut at = 0;
         while at < bytes.len() {
-            let word = |i: usize| u64::from_le_bytes(bytes[at + 8 * i..at + 8 * i + 8].try_into().expect("8 bytes")) as i64;
+            let word = |i: usize| {
+                u64::from_le_bytes(
+                    bytes[at + 8 * i..at + 8 * i + 8]
+                        .try_into()
+                        .expect("8 bytes"),
+                ) as i64
+            };
             let (k, size, width) = (word(0), word(1), word(2));
             at += 24;
             let len = (size * width * 4) as usize;
@@ -162,9 +202,14 @@ pub fn evaluate(
     let classes = chunks_by_index.first().map(|c| c.1).unwrap_or(0);
     let all: Vec<f32> = chunks_by_index.into_iter().flat_map(|c| c.2).collect();
     if all.len() as i64 != n * classes {
-        return Err(Error::Dist(format!("gathered {} logits for {n} samples of width {classes}", all.len())));
+        return Err(Error::Dist(format!(
+            "gathered {} logits for {n} samples of width {classes}",
+            all.len()
+        )));
     }
-    let logits = Tensor::from_slice(&all).view([n, classes]).to_kind(Kind::Double);
+    let logits = Tensor::from_slice(&all)
+        .view([n, classes])
+        .to_kind(Kind::Double);
     let is = inception_score(&logits, DEFAULT_SPLITS, Order::NumpyShuffle(DEFAULT_SEED))?;
     Ok(Some(Scores {
         fid,
@@ -176,7 +221,12 @@ pub fn evaluate(
 }
 
 /// Scores a saved G_ema (safetensors with the generator's variable names) under `cfg`.
-pub fn evaluate_checkpoint(cfg: &Config, comm: &dyn Comm, device: Device, weights: &std::path::Path) -> Result<Option<Scores>> {
+pub fn evaluate_checkpoint(
+    cfg: &Config,
+    comm: &dyn Comm,
+    device: Device,
+    weights: &std::path::Path,
+) -> Result<Option<Scores>> {
     let mut g = crate::model::Generator::new(&cfg.model, device)?;
     g.vs.load(weights).map_err(|e| Error::Checkpoint {
         path: weights.to_path_buf(),
@@ -186,7 +236,8 @@ pub fn evaluate_checkpoint(cfg: &Config, comm: &dyn Comm, device: Device, weight
     let net = FeatureNet::load(&cfg.eval, device)?;
     let data = Dataset::load(&cfg.data, &cfg.model)?;
     let reference = reference_stats(comm, &cfg.eval, &net, &data, device)?;
-    let generate = |z: &Tensor, y: &Tensor| tch::no_grad(|| g.forward(z, y, crate::model::BnMode::Batch));
+    let generate =
+        |z: &Tensor, y: &Tensor| tch::no_grad(|| g.forward(z, y, crate::model::BnMode::Batch));
     evaluate(
         comm,
         &net,

@@ -72,7 +72,8 @@ pub fn run(mut t: Trainer) -> Result<RunSummary> {
     };
     let evaluator = if t.cfg.eval.enabled {
         let net = FeatureNet::load(&t.cfg.eval, t.device)?;
-        let reference = eval::reference_stats(t.comm.as_ref(), &t.cfg.eval, &net, &t.data, t.device)?;
+        let reference =
+            eval::reference_stats(t.comm.as_ref(), &t.cfg.eval, &net, &t.data, t.device)?;
         Some(Evaluator { net, reference })
     } else {
         None
@@ -108,7 +109,10 @@ pub fn run(mut t: Trainer) -> Result<RunSummary> {
         step_times.push(t0.elapsed().as_secs_f64());
         let step = t.step;
         let log_every = t.cfg.train.log_every;
-        if let Some(r) = reporter.as_mut().filter(|_| step % log_every == 0 || step == total) {
+        if let Some(r) = reporter
+            .as_mut()
+            .filter(|_| step % log_every == 0 || step == total)
+        {
             let recent = &step_times[step_times.len().saturating_sub(log_every as usize)..];
             let per_step = recent.iter().sum::<f64>() / recent.len() as f64;
             r.step(&StepReport {
@@ -127,7 +131,13 @@ pub fn run(mut t: Trainer) -> Result<RunSummary> {
             // Every rank takes part in the average; rank 0 alone draws and writes.
             t.average_bn_statistics()?;
             if let Some(r) = reporter.as_mut() {
-                write_grids(&t, r, &grid_z, &grid_y, Some(&dir.join(format!("samples_{step:06}.png"))))?;
+                write_grids(
+                    &t,
+                    r,
+                    &grid_z,
+                    &grid_y,
+                    Some(&dir.join(format!("samples_{step:06}.png"))),
+                )?;
             }
         }
         let eval_every = t.cfg.eval.every;
@@ -141,7 +151,10 @@ pub fn run(mut t: Trainer) -> Result<RunSummary> {
     if t.cfg.dist.dump_rank_state {
         let d = dir.join("rank_state");
         std::fs::create_dir_all(&d).at(&d)?;
-        save_weights(&t.replicated_state(), &d.join(format!("rank{}.safetensors", t.comm.rank())))?;
+        save_weights(
+            &t.replicated_state(),
+            &d.join(format!("rank{}.safetensors", t.comm.rank())),
+        )?;
     }
     let summary = RunSummary {
         steps: t.step,
@@ -161,10 +174,17 @@ pub fn run(mut t: Trainer) -> Result<RunSummary> {
         write_grids(&t, r, &grid_z, &grid_y, Some(&dir.join("samples.png")))?;
         r.flush()?;
         for (name, vs) in [("G", &t.g.vs), ("D", &t.d.vs), ("G_ema", &t.g_ema.vs)] {
-            save_weights(&model::named_variables(vs), &dir.join(format!("{name}.safetensors")))?;
+            save_weights(
+                &model::named_variables(vs),
+                &dir.join(format!("{name}.safetensors")),
+            )?;
         }
         let p = dir.join("summary.json");
-        std::fs::write(&p, serde_json::to_string_pretty(&summary).expect("serialisable")).at(&p)?;
+        std::fs::write(
+            &p,
+            serde_json::to_string_pretty(&summary).expect("serialisable"),
+        )
+        .at(&p)?;
         let s = &stats;
         println!(
             "done: {} steps in {:.1} s, median {:.3} s/step, {:.1} images/s; final D loss {:.4} (real {:.4} + fake {:.4}), G loss {:.4}; samples in {}",
@@ -189,7 +209,13 @@ pub fn run(mut t: Trainer) -> Result<RunSummary> {
 }
 
 /// The fixed-noise grids (one row per class) of G and G_ema to TensorBoard, G_ema's also to `png`.
-fn write_grids(t: &Trainer, r: &mut Reporter, z: &Tensor, y: &Tensor, png: Option<&Path>) -> Result<()> {
+fn write_grids(
+    t: &Trainer,
+    r: &mut Reporter,
+    z: &Tensor,
+    y: &Tensor,
+    png: Option<&Path>,
+) -> Result<()> {
     let rows = t.cfg.model.num_classes;
     let ema = samples::grid(&t.sample(z, y), rows);
     let raw = samples::grid(&t.sample_g(z, y), rows);
@@ -206,13 +232,20 @@ pub fn save_weights(tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
     let tmp = path.with_extension("safetensors.tmp");
     let named: Vec<(&str, Tensor)> = tensors
         .iter()
-        .map(|(n, t)| (n.as_str(), t.detach().to_device(tch::Device::Cpu).contiguous()))
+        .map(|(n, t)| {
+            (
+                n.as_str(),
+                t.detach().to_device(tch::Device::Cpu).contiguous(),
+            )
+        })
         .collect();
     Tensor::write_safetensors(&named, &tmp).map_err(|e| Error::Checkpoint {
         path: tmp.clone(),
         msg: e.to_string(),
     })?;
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).at(&tmp)?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .at(&tmp)?;
     std::fs::rename(&tmp, path).at(path)?;
     Ok(())
 }

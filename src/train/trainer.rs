@@ -172,9 +172,15 @@ impl Trainer {
     /// [`Trainer::average_bn_statistics`].)
     pub fn check_buffers(&mut self) -> Result<Vec<String>> {
         let mut repaired = Vec::new();
-        for (net, vs) in [("G", &self.g.vs), ("D", &self.d.vs), ("G_ema", &self.g_ema.vs)] {
-            let sn: Vec<(String, Tensor)> =
-                model::buffers(vs).into_iter().filter(|(n, _)| n.ends_with("weight_u") || n.ends_with("weight_v")).collect();
+        for (net, vs) in [
+            ("G", &self.g.vs),
+            ("D", &self.d.vs),
+            ("G_ema", &self.g_ema.vs),
+        ] {
+            let sn: Vec<(String, Tensor)> = model::buffers(vs)
+                .into_iter()
+                .filter(|(n, _)| n.ends_with("weight_u") || n.ends_with("weight_v"))
+                .collect();
             for name in sync::check_and_repair(self.comm.as_ref(), &sn)? {
                 repaired.push(format!("{net}.{name}"));
             }
@@ -195,8 +201,10 @@ impl Trainer {
     /// before evaluation and before anything is saved.
     pub fn average_bn_statistics(&self) -> Result<()> {
         for vs in [&self.g.vs, &self.g_ema.vs] {
-            let stats: Vec<(String, Tensor)> =
-                model::buffers(vs).into_iter().filter(|(n, _)| n.ends_with("running_mean") || n.ends_with("running_var")).collect();
+            let stats: Vec<(String, Tensor)> = model::buffers(vs)
+                .into_iter()
+                .filter(|(n, _)| n.ends_with("running_mean") || n.ends_with("running_var"))
+                .collect();
             sync::average(self.comm.as_ref(), &stats)?;
         }
         Ok(())
@@ -206,11 +214,23 @@ impl Trainer {
     /// G_ema, and both optimisers' moments.
     pub fn replicated_state(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
-        for (net, vs) in [("G", &self.g.vs), ("D", &self.d.vs), ("G_ema", &self.g_ema.vs)] {
-            out.extend(model::named_variables(vs).into_iter().map(|(n, t)| (format!("{net}.{n}"), t)));
+        for (net, vs) in [
+            ("G", &self.g.vs),
+            ("D", &self.d.vs),
+            ("G_ema", &self.g_ema.vs),
+        ] {
+            out.extend(
+                model::named_variables(vs)
+                    .into_iter()
+                    .map(|(n, t)| (format!("{net}.{n}"), t)),
+            );
         }
         for (opt, adam) in [("adam_G", &self.opt_g), ("adam_D", &self.opt_d)] {
-            out.extend(adam.state().into_iter().map(|(n, t)| (format!("{opt}.{n}"), t)));
+            out.extend(
+                adam.state()
+                    .into_iter()
+                    .map(|(n, t)| (format!("{opt}.{n}"), t)),
+            );
         }
         out
     }
@@ -218,7 +238,10 @@ impl Trainer {
     /// Attention gammas by network and position (`G_0`, `D_0`, ...).
     pub fn named_gammas(&self) -> Vec<(String, f64)> {
         let named = |net: &str, gs: Vec<Tensor>| -> Vec<(String, f64)> {
-            gs.iter().enumerate().map(|(i, g)| (format!("{net}_{i}"), g.double_value(&[0]))).collect()
+            gs.iter()
+                .enumerate()
+                .map(|(i, g)| (format!("{net}_{i}"), g.double_value(&[0])))
+                .collect()
         };
         let mut out = named("G", self.g.gammas());
         out.extend(named("D", self.d.gammas()));
