@@ -18,7 +18,7 @@ use crate::samples;
 
 /// The network whose features and logits define FID and IS.
 pub enum FeatureNet {
-    FmnistClassifier(Classifier),
+    FmnistClassifier(Box<Classifier>),
     Inception(Box<InceptionV3>),
 }
 
