@@ -25,10 +25,9 @@ pub enum FeatureNet {
 impl FeatureNet {
     pub fn load(cfg: &EvalConfig, device: Device) -> Result<Self> {
         match cfg.feature_net {
-            FeatureNetKind::FmnistClassifier => Ok(Self::FmnistClassifier(Classifier::load(
-                &cfg.weights,
-                device,
-            )?)),
+            FeatureNetKind::FmnistClassifier => Ok(Self::FmnistClassifier(Box::new(
+                Classifier::load(&cfg.weights, device)?,
+            ))),
             FeatureNetKind::Inception => Ok(Self::Inception(Box::new(InceptionV3::load(
                 &cfg.weights,
                 device,
