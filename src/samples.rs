@@ -88,3 +88,47 @@ mod tests {
         assert!((z1.std(true).double_value(&[]) - 1.0).abs() < 0.1);
     }
 }
+
+/// The paper's attention figure: for each image (a row), the image itself and, for each query
+/// position, where that position attends: the attention weights over the key grid, upsampled and
+/// laid over the image in red, the query marked in green. `map` is (N, queries = h*w, keys) from a
+/// square h x w feature map; `queries` are (row, col) fractions of the image.
+pub fn attention_overlay(images: &Tensor, map: &Tensor, queries: &[(f64, f64)]) -> Tensor {
+    let (n, _, h_img, w_img) = images.size4().expect("NCHW images");
+    let (_, q_count, keys) = map.size3().expect("(N, queries, keys) map");
+    let side = (q_count as f64).sqrt().round() as i64;
+    let key_side = (keys as f64).sqrt().round() as i64;
+    let gray = ((images.detach().to_device(Device::Cpu).clamp(-1.0, 1.0) + 1.0) / 2.0).mean_dim(
+        1,
+        true,
+        Kind::Float,
+    );
+    let map = map.detach().to_device(Device::Cpu).to_kind(Kind::Float);
+    let mut tiles = Vec::new();
+    for i in 0..n {
+        let g = gray.get(i);
+        tiles.push(g.repeat([3, 1, 1]));
+        for &(fy, fx) in queries {
+            let (qy, qx) = ((fy * side as f64) as i64, (fx * side as f64) as i64);
+            let w = map
+                .get(i)
+                .get(qy * side + qx)
+                .view([1, 1, key_side, key_side]);
+            let w = &w / w.max().clamp_min(1e-12);
+            let heat = w
+                .upsample_bilinear2d([h_img, w_img], false, None, None)
+                .view([1, h_img, w_img]);
+            let red = &g * 0.5 + &heat * 0.5;
+            let other = &g * 0.5;
+            let tile = Tensor::cat(&[red, other.shallow_clone(), other], 0);
+            let (py, px) = ((fy * h_img as f64) as i64, (fx * w_img as f64) as i64);
+            let _ = tile
+                .narrow(1, py.min(h_img - 2), 2)
+                .narrow(2, px.min(w_img - 2), 2)
+                .copy_(&Tensor::from_slice(&[0.0f32, 1.0, 0.0]).view([3, 1, 1]));
+            tiles.push(tile);
+        }
+    }
+    let tiles = Tensor::stack(&tiles, 0) * 2.0 - 1.0;
+    grid(&tiles, n)
+}

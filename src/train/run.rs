@@ -208,7 +208,8 @@ pub fn run(mut t: Trainer) -> Result<RunSummary> {
     Ok(summary)
 }
 
-/// The fixed-noise grids (one row per class) of G and G_ema to TensorBoard, G_ema's also to `png`.
+/// The fixed-noise grids (one row per class) of G and G_ema and G_ema's attention overlays to
+/// TensorBoard; with `png`, G_ema's grid there and the overlays beside it.
 fn write_grids(
     t: &Trainer,
     r: &mut Reporter,
@@ -221,6 +222,29 @@ fn write_grids(
     let raw = samples::grid(&t.sample_g(z, y), rows);
     r.image("samples/G_ema", &ema, t.step)?;
     r.image("samples/G", &raw, t.step)?;
+    // One image per class (the first of each grid row), with where three positions attend.
+    let firsts = Tensor::arange_start_step(
+        0,
+        z.size()[0],
+        z.size()[0] / rows,
+        (tch::Kind::Int64, z.device()),
+    );
+    let (images, maps) =
+        t.sample_with_attention(&z.index_select(0, &firsts), &y.index_select(0, &firsts));
+    for (i, map) in maps.iter().enumerate() {
+        let overlay =
+            samples::attention_overlay(&images, map, &[(0.3, 0.3), (0.5, 0.5), (0.7, 0.6)]);
+        r.image(&format!("attention/G_{i}"), &overlay, t.step)?;
+        if let Some(p) = png {
+            samples::save_png(&overlay, &p.with_file_name(format!("attention_G_{i}.png")))?;
+        }
+    }
+    let pixels: Vec<f64> = Vec::<f32>::try_from(&ema.to_kind(tch::Kind::Float).view([-1]))
+        .expect("f32 pixels")
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    r.histogram("samples/G_ema_pixels", &pixels, t.step)?;
     if let Some(p) = png {
         samples::save_png(&ema, p)?;
     }

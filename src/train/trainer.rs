@@ -264,6 +264,12 @@ impl Trainer {
         tch::no_grad(|| self.g_ema.forward(z, y, BnMode::Batch))
     }
 
+    /// G_ema's samples with the attention maps of its attention blocks.
+    pub fn sample_with_attention(&self, z: &Tensor, y: &Tensor) -> (Tensor, Vec<Tensor>) {
+        self.g_ema.sn.refresh(SnMode::Detached);
+        tch::no_grad(|| self.g_ema.forward_with_maps(z, y, BnMode::Batch))
+    }
+
     /// The same from the raw G. Uses G's normalised weights of the current step, so it neither runs
     /// a power iteration nor perturbs training.
     pub fn sample_g(&self, z: &Tensor, y: &Tensor) -> Tensor {
