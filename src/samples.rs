@@ -63,32 +63,6 @@ pub fn save_png(grid: &Tensor, path: &Path) -> Result<()> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grid_places_each_image_in_its_cell() {
-        let imgs = Tensor::zeros([6, 1, 4, 5], (Kind::Float, Device::Cpu)) - 1.0;
-        // Image 4 (row 1, col 1 of a 2x3 grid) white.
-        let _ = imgs.get(4).fill_(1.0);
-        let g = grid(&imgs, 2);
-        assert_eq!(g.size(), vec![3, 2 * 6, 3 * 7]);
-        assert_eq!(g.int64_value(&[0, 6 + 1, 7 + 1]), 255);
-        assert_eq!(g.int64_value(&[0, 1, 1]), 0);
-    }
-
-    #[test]
-    fn fixed_inputs_are_reproducible_and_normal() {
-        let (z1, y) = fixed_inputs(10, 8, 64, 5, Device::Cpu);
-        let (z2, _) = fixed_inputs(10, 8, 64, 5, Device::Cpu);
-        assert!(z1.equal(&z2));
-        assert_eq!(y.int64_value(&[8]), 1);
-        assert!(z1.mean(None).double_value(&[]).abs() < 0.1);
-        assert!((z1.std(true).double_value(&[]) - 1.0).abs() < 0.1);
-    }
-}
-
 /// The paper's attention figure: for each image (a row), the image itself and, for each query
 /// position, where that position attends: the attention weights over the key grid, upsampled and
 /// laid over the image in red, the query marked in green. `map` is (N, queries = h*w, keys) from a
@@ -122,8 +96,7 @@ pub fn attention_overlay(images: &Tensor, map: &Tensor, queries: &[(f64, f64)]) 
             let other = &g * 0.5;
             let tile = Tensor::cat(&[red, other.shallow_clone(), other], 0);
             let (py, px) = ((fy * h_img as f64) as i64, (fx * w_img as f64) as i64);
-            let _ = tile
-                .narrow(1, py.min(h_img - 2), 2)
+            tile.narrow(1, py.min(h_img - 2), 2)
                 .narrow(2, px.min(w_img - 2), 2)
                 .copy_(&Tensor::from_slice(&[0.0f32, 1.0, 0.0]).view([3, 1, 1]));
             tiles.push(tile);
@@ -131,4 +104,30 @@ pub fn attention_overlay(images: &Tensor, map: &Tensor, queries: &[(f64, f64)]) 
     }
     let tiles = Tensor::stack(&tiles, 0) * 2.0 - 1.0;
     grid(&tiles, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_places_each_image_in_its_cell() {
+        let imgs = Tensor::zeros([6, 1, 4, 5], (Kind::Float, Device::Cpu)) - 1.0;
+        // Image 4 (row 1, col 1 of a 2x3 grid) white.
+        let _ = imgs.get(4).fill_(1.0);
+        let g = grid(&imgs, 2);
+        assert_eq!(g.size(), vec![3, 2 * 6, 3 * 7]);
+        assert_eq!(g.int64_value(&[0, 6 + 1, 7 + 1]), 255);
+        assert_eq!(g.int64_value(&[0, 1, 1]), 0);
+    }
+
+    #[test]
+    fn fixed_inputs_are_reproducible_and_normal() {
+        let (z1, y) = fixed_inputs(10, 8, 64, 5, Device::Cpu);
+        let (z2, _) = fixed_inputs(10, 8, 64, 5, Device::Cpu);
+        assert!(z1.equal(&z2));
+        assert_eq!(y.int64_value(&[8]), 1);
+        assert!(z1.mean(None).double_value(&[]).abs() < 0.1);
+        assert!((z1.std(true).double_value(&[]) - 1.0).abs() < 0.1);
+    }
 }
