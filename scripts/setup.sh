@@ -33,7 +33,7 @@ fi
 if ! "$venv/bin/python" -c "import torch, safetensors, tensorboard, PIL, pytorch_fid, torch_fidelity, scipy, sys; sys.exit(torch.__version__.split('+')[0] != '$torch_version')" 2>/dev/null; then
   echo "setup: installing torch==$torch_version into $venv (about 5 GB, a few minutes)"
   "$venv/bin/pip" install -q --upgrade pip
-  "$venv/bin/pip" install -q "torch==$torch_version" numpy safetensors tensorboard pillow pytorch-fid torch-fidelity scipy
+  "$venv/bin/pip" install -q "torch==$torch_version" numpy safetensors tensorboard pillow "pytorch-fid==0.3.0" "torch-fidelity==0.4.0" scipy
 fi
 # A fixed path for .cargo/config.toml, whatever the Python minor version.
 torch_dir="$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
