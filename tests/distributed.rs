@@ -1,13 +1,12 @@
 //! Data parallelism under a real mpirun with real ranks (CPU, MPI backend).
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tch::Tensor;
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_sagan")
-}
+mod common;
+use common::{bin, default_config, mpirun, ok};
 
 fn example(name: &str) -> PathBuf {
     // Examples are built by `cargo test` next to the test binaries' parent directory.
@@ -18,22 +17,6 @@ fn example(name: &str) -> PathBuf {
         .unwrap()
         .join("examples")
         .join(name)
-}
-
-fn config() -> String {
-    format!("{}/configs/fmnist32.toml", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn mpirun(np: usize) -> Command {
-    let mut c = Command::new("mpirun");
-    c.args([
-        "--allow-run-as-root",
-        "--oversubscribe",
-        "-np",
-        &np.to_string(),
-    ])
-    .env("OMPI_MCA_rmaps_base_oversubscribe", "1");
-    c
 }
 
 fn small(dir: &Path, steps: i64) -> Vec<String> {
@@ -58,16 +41,6 @@ fn sorted(mut v: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
     v
 }
 
-fn ok(out: &Output) -> String {
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "command failed:\n{text}");
-    text
-}
-
 #[test]
 fn replicas_stay_bitwise_identical_over_30_steps() {
     let dir = tempfile::tempdir().unwrap();
@@ -75,7 +48,7 @@ fn replicas_stay_bitwise_identical_over_30_steps() {
     args.extend(["--set".into(), "dist.dump_rank_state=true".into()]);
     let out = mpirun(2)
         .arg(bin())
-        .args(["train", "--config", &config()])
+        .args(["train", "--config", &default_config()])
         .args(&args)
         .output()
         .unwrap();
@@ -175,7 +148,7 @@ fn mismatched_configs_are_refused() {
     let args = small(dir.path(), 5);
     let out = mpirun(1)
         .arg(bin())
-        .args(["train", "--config", &config()])
+        .args(["train", "--config", &default_config()])
         .args(&args)
         .args([
             "--set",
@@ -186,7 +159,7 @@ fn mismatched_configs_are_refused() {
             bin(),
             "train",
             "--config",
-            &config(),
+            &default_config(),
         ])
         .args(&args)
         .args(["--set", "train.seed=2"])
@@ -205,7 +178,7 @@ fn a_killed_rank_ends_the_whole_run() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = mpirun(2)
         .arg(bin())
-        .args(["train", "--config", &config()])
+        .args(["train", "--config", &default_config()])
         .args(small(dir.path(), 100_000))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -283,7 +256,7 @@ fn find_rank_pid(root: u32, rank: usize) -> Option<u32> {
 fn nccl_backend_without_cuda_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(bin())
-        .args(["train", "--config", &config()])
+        .args(["train", "--config", &default_config()])
         .args(small(dir.path(), 1))
         .args(["--set", "dist.backend=nccl"])
         .output()

@@ -1,44 +1,11 @@
 //! Evaluation on the embedded default: the classifier's accuracy, FID/IS across ranks, and a real
 //! training run whose FID falls.
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_sagan")
-}
-
-fn config() -> String {
-    format!("{}/configs/fmnist32.toml", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn ok(out: &Output) -> String {
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "command failed:\n{text}");
-    text
-}
-
-fn mpirun(np: usize) -> Command {
-    let mut c = Command::new("mpirun");
-    c.args([
-        "--allow-run-as-root",
-        "--oversubscribe",
-        "-np",
-        &np.to_string(),
-    ]);
-    c
-}
-
-fn sets(pairs: &[String]) -> Vec<String> {
-    pairs
-        .iter()
-        .flat_map(|s| ["--set".to_string(), s.clone()])
-        .collect()
-}
+mod common;
+use common::{bin, default_config, mpirun, ok, sets};
 
 /// The trained classifier, built once per test binary by the real command.
 fn trained_classifier() -> &'static PathBuf {
@@ -109,7 +76,7 @@ fn fid_and_is_on_two_ranks_equal_the_single_rank_numbers() {
         format!("output.dir={}", d.join("run").display()),
     ]);
     ok(&Command::new(bin())
-        .args(["train", "--config", &config()])
+        .args(["train", "--config", &default_config()])
         .args(sets(&train))
         .output()
         .unwrap());
@@ -128,7 +95,7 @@ fn fid_and_is_on_two_ranks_equal_the_single_rank_numbers() {
         .args([
             "eval",
             "--config",
-            &config(),
+            &default_config(),
             "--checkpoint",
             g.to_str().unwrap(),
         ])
@@ -140,7 +107,7 @@ fn fid_and_is_on_two_ranks_equal_the_single_rank_numbers() {
         .args([
             "eval",
             "--config",
-            &config(),
+            &default_config(),
             "--checkpoint",
             g.to_str().unwrap(),
         ])
@@ -186,7 +153,7 @@ fn a_short_two_rank_run_lowers_the_classifier_fid() {
     ]);
     let text = ok(&mpirun(2)
         .arg(bin())
-        .args(["train", "--config", &config()])
+        .args(["train", "--config", &default_config()])
         .args(&args)
         .output()
         .unwrap());

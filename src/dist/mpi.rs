@@ -74,6 +74,30 @@ fn check_cpu_tensor(t: &Tensor, op: &str) -> Result<mpi::ffi::MPI_Datatype> {
     }
 }
 
+/// Calls `op(pointer, count)` on consecutive chunks of at most MAX_CHUNK elements of `t` (MPI
+/// counts are C ints); a non-zero return code is an error naming `what`.
+fn for_each_chunk(
+    t: &mut Tensor,
+    what: &str,
+    op: impl Fn(*mut c_void, c_int) -> c_int,
+) -> Result<()> {
+    let elem = t.kind().elt_size_in_bytes();
+    let n = t.numel() as i64;
+    let base = t.data_ptr() as *mut u8;
+    let mut off = 0;
+    while off < n {
+        let count = (n - off).min(MAX_CHUNK);
+        // SAFETY: off < n, so the offset stays inside the tensor's allocation.
+        let ptr = unsafe { base.add(off as usize * elem) } as *mut c_void;
+        let rc = op(ptr, count as c_int);
+        if rc != 0 {
+            return Err(Error::Dist(format!("{what} failed with code {rc}")));
+        }
+        off += count;
+    }
+    Ok(())
+}
+
 impl Comm for MpiComm {
     fn rank(&self) -> usize {
         self.world.rank() as usize
@@ -89,56 +113,28 @@ impl Comm for MpiComm {
 
     fn all_reduce_sum(&self, t: &mut Tensor) -> Result<()> {
         let dtype = check_cpu_tensor(t, "all-reduce")?;
-        let elem = t.kind().elt_size_in_bytes();
-        let n = t.numel() as i64;
-        let base = t.data_ptr() as *mut u8;
-        let mut off = 0;
-        while off < n {
-            let count = (n - off).min(MAX_CHUNK);
-            // SAFETY: `base` points at n contiguous CPU elements of `dtype` (checked above) owned by
-            // `t`, which we borrow mutably for the call; the chunk [off, off + count) is in bounds.
-            let rc = unsafe {
+        for_each_chunk(t, "MPI_Allreduce", |ptr, count| {
+            // SAFETY: `ptr` and `count` describe an in-bounds chunk of a contiguous CPU tensor of
+            // `dtype` (checked above) that we borrow mutably for the call.
+            unsafe {
                 mpi::ffi::MPI_Allreduce(
                     self.in_place,
-                    base.add((off as usize) * elem) as *mut c_void,
-                    count as c_int,
+                    ptr,
+                    count,
                     dtype,
                     mpi::ffi::RSMPI_SUM,
                     self.world.as_raw(),
                 )
-            };
-            if rc != 0 {
-                return Err(Error::Dist(format!("MPI_Allreduce failed with code {rc}")));
             }
-            off += count;
-        }
-        Ok(())
+        })
     }
 
     fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<()> {
         let dtype = check_cpu_tensor(t, "broadcast")?;
-        let elem = t.kind().elt_size_in_bytes();
-        let n = t.numel() as i64;
-        let base = t.data_ptr() as *mut u8;
-        let mut off = 0;
-        while off < n {
-            let count = (n - off).min(MAX_CHUNK);
+        for_each_chunk(t, "MPI_Bcast", |ptr, count| {
             // SAFETY: as in all_reduce_sum: an in-bounds chunk of a contiguous CPU tensor we hold.
-            let rc = unsafe {
-                mpi::ffi::MPI_Bcast(
-                    base.add((off as usize) * elem) as *mut c_void,
-                    count as c_int,
-                    dtype,
-                    root as c_int,
-                    self.world.as_raw(),
-                )
-            };
-            if rc != 0 {
-                return Err(Error::Dist(format!("MPI_Bcast failed with code {rc}")));
-            }
-            off += count;
-        }
-        Ok(())
+            unsafe { mpi::ffi::MPI_Bcast(ptr, count, dtype, root as c_int, self.world.as_raw()) }
+        })
     }
 
     fn broadcast_bytes(&self, bytes: &mut Vec<u8>, root: usize) -> Result<()> {

@@ -62,6 +62,13 @@ impl Arch {
         TABLE.iter().find(|a| a.resolution == resolution).copied()
     }
 
+    /// The table entry for a model config, or an error naming the resolution.
+    pub fn for_model(m: &crate::config::ModelConfig) -> crate::error::Result<Arch> {
+        Self::for_resolution(m.resolution).ok_or_else(|| {
+            crate::error::Error::Model(format!("no architecture for resolution {}", m.resolution))
+        })
+    }
+
     pub fn resolutions() -> Vec<i64> {
         TABLE.iter().map(|a| a.resolution).collect()
     }

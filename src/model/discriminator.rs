@@ -7,7 +7,7 @@ use super::attention::SelfAttention;
 use super::blocks::DownBlock;
 use super::spectral_norm::{SnEmbedding, SnLinear, SnRegistry};
 use crate::config::ModelConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 pub struct Discriminator {
     pub vs: nn::VarStore,
@@ -20,9 +20,7 @@ pub struct Discriminator {
 
 impl Discriminator {
     pub fn new(m: &ModelConfig, device: Device) -> Result<Self> {
-        let arch = Arch::for_resolution(m.resolution).ok_or_else(|| {
-            Error::Model(format!("no architecture for resolution {}", m.resolution))
-        })?;
+        let arch = Arch::for_model(m)?;
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let sn = SnRegistry::new(m.sn_eps);

@@ -8,7 +8,7 @@ use super::batch_norm::{AffineBatchNorm, BnMode};
 use super::blocks::UpBlock;
 use super::spectral_norm::{SnConv2d, SnLinear, SnRegistry};
 use crate::config::ModelConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 pub struct Generator {
     pub vs: nn::VarStore,
@@ -25,9 +25,7 @@ pub struct Generator {
 
 impl Generator {
     pub fn new(m: &ModelConfig, device: Device) -> Result<Self> {
-        let arch = Arch::for_resolution(m.resolution).ok_or_else(|| {
-            Error::Model(format!("no architecture for resolution {}", m.resolution))
-        })?;
+        let arch = Arch::for_model(m)?;
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let sn = SnRegistry::new(m.sn_eps);
