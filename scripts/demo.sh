@@ -7,6 +7,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup.sh
 cargo build --release --bin sagan
+# The feature network of the default's FID/IS, trained once (a few minutes) and kept in .cache/.
+[ -f .cache/fmnist_classifier.safetensors ] || ./target/release/sagan train-classifier
 # OpenMPI refuses to run as root without these (containers, CI); harmless otherwise.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 mpirun --oversubscribe -np 2 ./target/release/sagan train --config configs/fmnist32.toml "$@"

@@ -29,6 +29,7 @@ fn small(dir: &Path, steps: i64) -> Vec<String> {
         "train.threads=1".into(),
         "train.log_every=10".into(),
         "dist.sync_check_every=10".into(),
+        "eval.enabled=false".into(),
         format!("output.dir={}", dir.display()),
     ]
     .into_iter()
