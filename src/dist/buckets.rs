@@ -1,6 +1,6 @@
 //! Gradient averaging: gradients are copied into a few large flat buckets, each all-reduced once,
 //! then written back, so a network costs a handful of collectives instead of one per tensor.
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use super::comm::Comm;
 use crate::error::{Error, Result};
@@ -55,11 +55,8 @@ pub fn all_reduce_gradients(
                 comm.all_reduce_sum(&mut flat)?;
                 let _ = flat.g_div_scalar_(world);
             }
-            let sq = flat
-                .to_kind(Kind::Double)
-                .square()
-                .sum(Kind::Double)
-                .double_value(&[]);
+            // One pass, no temporary: the norm also exposes any NaN or infinity.
+            let sq = flat.norm().double_value(&[]).powi(2);
             if !sq.is_finite() {
                 let bad: Vec<&str> = params[range.clone()]
                     .iter()
