@@ -6,7 +6,8 @@
 //!     agreement check at step 5 repaired.
 use sagan::config::Config;
 use sagan::data::dataset::fashion_mnist;
-use sagan::dist::{buckets, launch, sync};
+use sagan::dist::buckets::GradientBuckets;
+use sagan::dist::{launch, sync};
 use sagan::model::{self, Discriminator, SnMode};
 use sagan::train::{loss, Trainer};
 use tch::{Kind, Tensor};
@@ -49,7 +50,10 @@ fn grad_equivalence(out: &str, per_rank: i64) -> sagan::Result<()> {
     let mine = |t: &Tensor| t.narrow(0, r * per_rank, per_rank);
     let params = model::parameters(&d.vs);
     let opt = sagan::train::adam::Adam::new(
-        params.iter().map(|(n, p)| (n.clone(), p.shallow_clone())).collect(),
+        params
+            .iter()
+            .map(|(n, p)| (n.clone(), p.shallow_clone()))
+            .collect(),
         1e-4,
         0.0,
         0.9,
@@ -57,12 +61,21 @@ fn grad_equivalence(out: &str, per_rank: i64) -> sagan::Result<()> {
     );
     opt.zero_grad();
     d.sn.refresh(SnMode::PowerIteration);
-    let (lr, lf) = loss::d_hinge(&d.forward(&mine(&real), &mine(&real_y)), &d.forward(&mine(&fake), &mine(&fake_y)));
+    let (lr, lf) = loss::d_hinge(
+        &d.forward(&mine(&real), &mine(&real_y)),
+        &d.forward(&mine(&fake), &mine(&fake_y)),
+    );
     (lr + lf).backward();
-    buckets::all_reduce_gradients(rank.comm.as_ref(), &params, 1 << 16, "D", 0)?;
+    GradientBuckets::new("D", &params, 1 << 16)?.all_reduce(rank.comm.as_ref(), 0)?;
     if r == 0 {
-        let grads: Vec<(String, Tensor)> = params.iter().map(|(n, p)| (n.clone(), p.grad().copy())).collect();
-        let named: Vec<(&str, Tensor)> = grads.iter().map(|(n, g)| (n.as_str(), g.shallow_clone())).collect();
+        let grads: Vec<(String, Tensor)> = params
+            .iter()
+            .map(|(n, p)| (n.clone(), p.grad().copy()))
+            .collect();
+        let named: Vec<(&str, Tensor)> = grads
+            .iter()
+            .map(|(n, g)| (n.as_str(), g.shallow_clone()))
+            .collect();
         Tensor::write_safetensors(&named, out)?;
     }
     Ok(())
@@ -80,7 +93,10 @@ fn resync() -> sagan::Result<()> {
     let target = "blocks.1.conv1.weight_u";
 
     if t.comm.rank() == 1 {
-        let (_, u) = model::buffers(&t.d.vs).into_iter().find(|(n, _)| n == target).expect("buffer exists");
+        let (_, u) = model::buffers(&t.d.vs)
+            .into_iter()
+            .find(|(n, _)| n == target)
+            .expect("buffer exists");
         tch::no_grad(|| {
             let _ = u.shallow_clone().g_add_scalar_(1e-3);
         });
@@ -90,7 +106,11 @@ fn resync() -> sagan::Result<()> {
     let counted_at_check = t.resyncs;
     let again = t.check_buffers()?;
     t.average_bn_statistics()?;
-    let fingerprints: Vec<u64> = t.replicated_state().iter().map(|(_, x)| sync::fingerprint(x)).collect();
+    let fingerprints: Vec<u64> = t
+        .replicated_state()
+        .iter()
+        .map(|(_, x)| sync::fingerprint(x))
+        .collect();
     let bytes: Vec<u8> = fingerprints.iter().flat_map(|f| f.to_le_bytes()).collect();
     let identical = t.comm.all_gather_bytes(&bytes)?.iter().all(|b| *b == bytes);
     println!(

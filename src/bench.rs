@@ -5,7 +5,8 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 use crate::config::Config;
-use crate::dist::{buckets, launch};
+use crate::dist::buckets::GradientBuckets;
+use crate::dist::launch;
 use crate::error::Result;
 use crate::model::{self, Discriminator, Generator};
 
@@ -41,9 +42,8 @@ pub fn all_reduce(cfg: &Config, iters: usize) -> Result<Option<AllReduceFigures>
     loss.backward();
     let bucket_bytes = (cfg.dist.bucket_mb * 1024.0 * 1024.0) as usize;
     let bytes: usize = params.iter().map(|(_, p)| p.numel() * 4).sum();
-    let bucketed = median_time(iters, || {
-        buckets::all_reduce_gradients(comm, &params, bucket_bytes, "bench", 0).map(|_| ())
-    })?;
+    let mut buckets = GradientBuckets::new("bench", &params, bucket_bytes)?;
+    let bucketed = median_time(iters, || buckets.all_reduce(comm, 0).map(|_| ()))?;
     let mut flat = Tensor::ones([(bytes / 4) as i64], (Kind::Float, Device::Cpu));
     let raw = median_time(iters, || comm.all_reduce_sum(&mut flat))?;
     Ok((comm.rank() == 0).then_some(AllReduceFigures {

@@ -25,67 +25,106 @@ pub fn plan_buckets(sizes_bytes: &[usize], bucket_bytes: usize) -> Vec<std::ops:
     out
 }
 
-/// Averages the gradients of `params` over all ranks (see [`crate::train::adam::Adam::new`], which
-/// gives every parameter a gradient tensor, so every rank issues the same collectives). Returns the global gradient norm.
-/// Fails (naming the step) when any averaged gradient is not finite.
-pub fn all_reduce_gradients(
-    comm: &dyn Comm,
-    params: &[(String, Tensor)],
-    bucket_bytes: usize,
-    net: &str,
-    step: i64,
-) -> Result<f64> {
-    let mut grads: Vec<Tensor> = params.iter().map(|(_, p)| p.grad()).collect();
-    if let Some(((name, _), _)) = params.iter().zip(&grads).find(|(_, g)| !g.defined()) {
-        return Err(Error::Train(format!(
-            "{net} parameter {name} has no gradient tensor"
-        )));
-    }
-    let sizes: Vec<usize> = grads.iter().map(|g| g.numel() * 4).collect();
-    let world = comm.size() as f64;
-    let mut sq_norm = 0.0;
-    tch::no_grad(|| -> Result<()> {
-        for range in plan_buckets(&sizes, bucket_bytes) {
-            let parts: Vec<Tensor> = grads[range.clone()]
+/// Gradient averaging for one network. The flat bucket buffers live as long as the network:
+/// reusing the same memory each step lets MPI's transports reuse their registrations, where a fresh
+/// buffer per step made the average several times slower than the bare all-reduce.
+pub struct GradientBuckets {
+    net: String,
+    params: Vec<(String, Tensor)>,
+    ranges: Vec<std::ops::Range<usize>>,
+    buffers: Vec<Tensor>,
+}
+
+impl GradientBuckets {
+    /// `params` must already have gradient tensors (see [`crate::train::adam::Adam::new`]), so that
+    /// every rank issues the same collectives.
+    pub fn new(net: &str, params: &[(String, Tensor)], bucket_bytes: usize) -> Result<Self> {
+        let mut sizes = Vec::with_capacity(params.len());
+        for (name, p) in params {
+            if !p.grad().defined() {
+                return Err(Error::Train(format!(
+                    "{net} parameter {name} has no gradient tensor"
+                )));
+            }
+            sizes.push(p.numel() * p.kind().elt_size_in_bytes());
+        }
+        let ranges = plan_buckets(&sizes, bucket_bytes);
+        let buffers = ranges
+            .iter()
+            .map(|r| {
+                let n: i64 = params[r.clone()]
+                    .iter()
+                    .map(|(_, p)| p.numel() as i64)
+                    .sum();
+                let (_, first) = &params[r.start];
+                Tensor::zeros([n], (first.kind(), first.device()))
+            })
+            .collect();
+        Ok(Self {
+            net: net.to_string(),
+            params: params
                 .iter()
-                .map(|g| g.flatten(0, -1))
+                .map(|(n, p)| (n.clone(), p.shallow_clone()))
+                .collect(),
+            ranges,
+            buffers,
+        })
+    }
+
+    /// Averages the gradients over all ranks in place and returns the global gradient norm.
+    /// Fails (naming the step and the parameters) when an averaged gradient is not finite.
+    pub fn all_reduce(&mut self, comm: &dyn Comm, step: i64) -> Result<f64> {
+        let world = comm.size() as f64;
+        let mut sq_norm = 0.0;
+        let _guard = tch::no_grad_guard();
+        for (range, flat) in self.ranges.iter().zip(&mut self.buffers) {
+            let grads: Vec<Tensor> = self.params[range.clone()]
+                .iter()
+                .map(|(_, p)| p.grad().view([-1]))
                 .collect();
-            let mut flat = Tensor::cat(&parts, 0);
             if comm.size() > 1 {
-                comm.all_reduce_sum(&mut flat)?;
+                let _ = Tensor::f_cat_out(flat, &grads, 0)?;
+                comm.all_reduce_sum(flat)?;
                 let _ = flat.g_div_scalar_(world);
+            } else {
+                // A single rank only needs the norm: no copy at all.
+                let sq: f64 = grads
+                    .iter()
+                    .map(|g| g.norm().double_value(&[]).powi(2))
+                    .sum();
+                check_finite(sq, &self.net, step, &self.params[range.clone()])?;
+                sq_norm += sq;
+                continue;
             }
             // One pass, no temporary: the norm also exposes any NaN or infinity.
             let sq = flat.norm().double_value(&[]).powi(2);
-            if !sq.is_finite() {
-                let bad: Vec<&str> = params[range.clone()]
-                    .iter()
-                    .zip(&grads[range.clone()])
-                    .filter(|(_, g)| !bool::try_from(g.isfinite().all()).unwrap_or(false))
-                    .map(|((n, _), _)| n.as_str())
-                    .collect();
-                return Err(Error::Train(format!(
-                    "step {step}: non-finite {net} gradient (after averaging) in {}",
-                    if bad.is_empty() {
-                        "the averaged bucket".to_string()
-                    } else {
-                        bad.join(", ")
-                    }
-                )));
-            }
+            check_finite(sq, &self.net, step, &self.params[range.clone()])?;
             sq_norm += sq;
-            if comm.size() > 1 {
-                let mut offset = 0;
-                for g in &mut grads[range] {
-                    let n = g.numel() as i64;
-                    g.copy_(&flat.narrow(0, offset, n).view_as(g));
-                    offset += n;
-                }
-            }
+            // One op for the whole bucket: per-tensor copies cost more in dispatch than in bytes.
+            let sizes: Vec<i64> = grads.iter().map(|g| g.numel() as i64).collect();
+            flat.f_split_with_sizes_copy_out(&grads, sizes.as_slice(), 0)?;
         }
-        Ok(())
-    })?;
-    Ok(sq_norm.sqrt())
+        Ok(sq_norm.sqrt())
+    }
+}
+
+fn check_finite(sq: f64, net: &str, step: i64, params: &[(String, Tensor)]) -> Result<()> {
+    if sq.is_finite() {
+        return Ok(());
+    }
+    let bad: Vec<&str> = params
+        .iter()
+        .filter(|(_, p)| !bool::try_from(p.grad().isfinite().all()).unwrap_or(false))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    Err(Error::Train(format!(
+        "step {step}: non-finite {net} gradient on this rank or another, in {}",
+        if bad.is_empty() {
+            "a bucket averaged from other ranks".to_string()
+        } else {
+            bad.join(", ")
+        }
+    )))
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@ use super::ema::Ema;
 use super::loss;
 use crate::config::Config;
 use crate::data::{Dataset, DistributedSampler, Loader};
-use crate::dist::{buckets, sync, Comm};
+use crate::dist::buckets::GradientBuckets;
+use crate::dist::{sync, Comm};
 use crate::error::Result;
 use crate::model::{self, BnMode, Discriminator, Generator, SnMode};
 
@@ -36,7 +37,8 @@ pub struct Trainer {
     /// The training set (reference statistics for evaluation come from it).
     pub data: Dataset,
     batch: i64,
-    bucket_bytes: usize,
+    g_buckets: GradientBuckets,
+    d_buckets: GradientBuckets,
     /// Generator steps completed.
     pub step: i64,
     /// Buffers re-broadcast because ranks disagreed.
@@ -72,6 +74,9 @@ impl Trainer {
             t.adam_eps,
         );
         let ema = Ema::new(&g.vs, &g_ema.vs, t.ema_decay, t.ema_start);
+        let bucket_bytes = (cfg.dist.bucket_mb * 1024.0 * 1024.0) as usize;
+        let g_buckets = GradientBuckets::new("G", opt_g.params(), bucket_bytes)?;
+        let d_buckets = GradientBuckets::new("D", opt_d.params(), bucket_bytes)?;
         let sampler = DistributedSampler {
             len: data.len(),
             rank: rank as usize,
@@ -84,7 +89,6 @@ impl Trainer {
         // Noise differs per rank (StyleGAN2-ADA's seed * world + rank).
         tch::manual_seed(t.seed * world + rank);
         Ok(Self {
-            bucket_bytes: (cfg.dist.bucket_mb * 1024.0 * 1024.0) as usize,
             cfg,
             device,
             comm,
@@ -97,6 +101,8 @@ impl Trainer {
             loader,
             data,
             batch,
+            g_buckets,
+            d_buckets,
             step: 0,
             resyncs: 0,
         })
@@ -129,13 +135,7 @@ impl Trainer {
             let (l_real, l_fake) = loss::d_hinge(&d_real, &d_fake);
             self.opt_d.zero_grad();
             (&l_real + &l_fake).backward();
-            s.d_grad_norm = buckets::all_reduce_gradients(
-                self.comm.as_ref(),
-                self.opt_d.params(),
-                self.bucket_bytes,
-                "D",
-                self.step,
-            )?;
+            s.d_grad_norm = self.d_buckets.all_reduce(self.comm.as_ref(), self.step)?;
             self.opt_d.step();
             s.d_loss_real = l_real.double_value(&[]);
             s.d_loss_fake = l_fake.double_value(&[]);
@@ -148,13 +148,7 @@ impl Trainer {
         let g_loss = loss::g_hinge(&self.d.forward(&self.g.forward(&z, &y, BnMode::Train), &y));
         self.opt_g.zero_grad();
         g_loss.backward();
-        s.g_grad_norm = buckets::all_reduce_gradients(
-            self.comm.as_ref(),
-            self.opt_g.params(),
-            self.bucket_bytes,
-            "G",
-            self.step,
-        )?;
+        s.g_grad_norm = self.g_buckets.all_reduce(self.comm.as_ref(), self.step)?;
         self.opt_g.step();
         s.g_loss = g_loss.double_value(&[]);
         self.step += 1;
