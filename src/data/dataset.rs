@@ -59,15 +59,14 @@ impl Dataset {
     /// Images scaled to [-1, 1] (float) and labels for the given indices, on `device`.
     pub fn batch(&self, indices: &[i64], device: Device) -> (Tensor, Tensor) {
         let idx = Tensor::from_slice(indices);
-        let x = self
-            .images
-            .index_select(0, &idx)
-            .to_device(device)
-            .to_kind(Kind::Float)
-            / 127.5
-            - 1.0;
+        let x = to_signed_unit(&self.images.index_select(0, &idx).to_device(device));
         (x, self.labels.index_select(0, &idx).to_device(device))
     }
+}
+
+/// uint8 pixels to float in [-1, 1], the range G's tanh produces.
+pub fn to_signed_unit(pixels: &Tensor) -> Tensor {
+    pixels.to_kind(Kind::Float) / 127.5 - 1.0
 }
 
 /// Fashion-MNIST from the IDX files (Debian's dataset-fashion-mnist installs them gzipped under

@@ -3,9 +3,9 @@
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::thread::JoinHandle;
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
-use super::dataset::Dataset;
+use super::dataset::{to_signed_unit, Dataset};
 use super::sampler::DistributedSampler;
 
 pub struct Batch {
@@ -43,7 +43,7 @@ impl Loader {
                 for chunk in shard.chunks_exact(batch_per_rank).skip(skip) {
                     let idx = Tensor::from_slice(chunk);
                     let batch = Batch {
-                        images: images.index_select(0, &idx).to_kind(Kind::Float) / 127.5 - 1.0,
+                        images: to_signed_unit(&images.index_select(0, &idx)),
                         labels: labels.index_select(0, &idx),
                         epoch,
                     };
