@@ -23,7 +23,7 @@ pub fn summarise(cfg: &Config) -> Result<ModelSummary> {
     d.sn.refresh(SnMode::Detached);
     let z = Tensor::randn([2, m.z_dim], (Kind::Float, Device::Cpu));
     let y = Tensor::from_slice(&[0i64, m.num_classes - 1]);
-    let (x, _) = tch::no_grad(|| (g.forward(&z, &y, BnMode::Batch), ()));
+    let x = tch::no_grad(|| g.forward(&z, &y, BnMode::Batch));
     let logits = tch::no_grad(|| d.forward(&x, &y));
     Ok(ModelSummary {
         g_params: model::parameter_count(&g.vs),
