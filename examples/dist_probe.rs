@@ -78,14 +78,13 @@ fn grad_equivalence(out: &str, per_rank: i64) -> sagan::Result<()> {
             .collect();
         Tensor::write_safetensors(&named, out)?;
     }
+    launch::finalize(rank.comm);
     Ok(())
 }
 
 fn resync() -> sagan::Result<()> {
     let cfg = small_config();
     let rank = launch::join(&cfg)?;
-    let mut cfg = cfg;
-    cfg.dist.sync_check_every = 5;
     let mut t = Trainer::new(cfg, rank.comm, rank.device)?;
     for _ in 0..4 {
         t.train_step()?;
@@ -101,8 +100,9 @@ fn resync() -> sagan::Result<()> {
             let _ = u.shallow_clone().g_add_scalar_(1e-3);
         });
     }
-    // Step 5's scheduled check must find and repair the difference.
+    // Step 5's scheduled check (the loop's buffer-check duty) must find and repair it.
     t.train_step()?;
+    t.check_buffers()?;
     let counted_at_check = t.resyncs;
     let again = t.check_buffers()?;
     t.average_bn_statistics()?;
@@ -117,5 +117,6 @@ fn resync() -> sagan::Result<()> {
         "{}",
         serde_json::json!({ "rank": t.comm.rank(), "resyncs_at_step_5": counted_at_check, "repaired_again": again, "identical_after": identical })
     );
+    launch::finalize(rank.comm);
     Ok(())
 }

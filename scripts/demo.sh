@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: installs what it needs, builds, and trains the Fashion-MNIST default on the CPU
 # with 2 ranks under mpirun (one thread each). Extra arguments go to `sagan train`
-# (e.g. --set train.steps=100).
+# (e.g. --set train.steps=100). Each run starts over in runs/fmnist32 (--overwrite), unless the
+# arguments say --resume.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -11,4 +12,6 @@ cargo build --release --bin sagan
 [ -f .cache/fmnist_classifier.safetensors ] || ./target/release/sagan train-classifier
 # OpenMPI refuses to run as root without these (containers, CI); harmless otherwise.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-mpirun --oversubscribe -np 2 ./target/release/sagan train --config configs/fmnist32.toml "$@"
+start=(--overwrite)
+for a in "$@"; do [ "$a" = --resume ] && start=(); done
+mpirun --oversubscribe -np 2 ./target/release/sagan train --config configs/fmnist32.toml "${start[@]}" "$@"

@@ -4,7 +4,7 @@ use std::path::Path;
 use rand_core::{RngCore, SeedableRng};
 use tch::{Device, Kind, Tensor};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 
 /// `per_class` latents for each class, drawn from their own generator so they never disturb (or
 /// depend on) the training RNG: the same grid inputs at every step and on every resume.
@@ -83,11 +83,37 @@ pub fn grid(images: &Tensor, rows: i64) -> Tensor {
     }
 }
 
+/// Writes a (3, H, W) uint8 image as PNG, through a temporary file and a rename. (tch's own image
+/// writer ignores failures, so a full disk or a bad path would go unnoticed.)
 pub fn save_png(grid: &Tensor, path: &Path) -> Result<()> {
-    tch::vision::image::save(grid, path).map_err(|e| Error::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
-    })
+    let (c, h, w) = grid.size3()?;
+    let hwc = grid
+        .to_kind(Kind::Uint8)
+        .to_device(Device::Cpu)
+        .permute([1, 2, 0])
+        .contiguous()
+        .view([-1]);
+    let pixels = Vec::<u8>::try_from(&hwc)?;
+    let color = match c {
+        1 => png::ColorType::Grayscale,
+        3 => png::ColorType::Rgb,
+        _ => {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(format!("{c} channels: PNG grids are gray or RGB")),
+            })
+        }
+    };
+    let encoded =
+        crate::log::tensorboard::encode_png(w as u32, h as u32, color, &pixels).map_err(|e| {
+            Error::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            }
+        })?;
+    let tmp = path.with_extension("png.tmp");
+    std::fs::write(&tmp, encoded).at(&tmp)?;
+    std::fs::rename(&tmp, path).at(path)
 }
 
 /// The paper's attention figure: for each image (a row), the image itself and, for each query

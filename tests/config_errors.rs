@@ -107,3 +107,50 @@ fn shipped_configs_are_valid() {
         assert!(ok, "{name}: {stderr}");
     }
 }
+
+#[test]
+fn attention_after_a_size_that_several_blocks_share_is_ambiguous() {
+    // The 32x32 discriminator's last three blocks all end at 8x8.
+    assert_error(
+        "[model]\nd_attn_res = [8]\n",
+        &[],
+        &["model.d_attn_res", "after blocks [1, 2, 3]", "occurs once"],
+    );
+}
+
+/// Start-up refuses data that cannot fill the model or one batch, before anything runs.
+fn train_error(sets: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sagan"));
+    cmd.args(["train", "--config"])
+        .arg(format!(
+            "{}/configs/fmnist32.toml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .args(["--set", "eval.enabled=false", "--set"])
+        .arg(format!("output.dir={}", dir.path().join("run").display()));
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        !dir.path().join("run").exists(),
+        "the run directory was created"
+    );
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn fewer_classes_or_images_than_the_model_needs_are_start_up_errors() {
+    let e = train_error(&["model.num_classes=12"]);
+    assert!(
+        e.contains("10 classes") && e.contains("`model.num_classes` = 12"),
+        "{e}"
+    );
+    let e = train_error(&["train.batch_size=100000"]);
+    assert!(
+        e.contains("60000 images") && e.contains("fewer than one global batch"),
+        "{e}"
+    );
+}

@@ -126,3 +126,64 @@ fn hundred_steps_on_fashion_mnist_move_every_parameter() {
     let e = model::parameters(&t.g_ema.vs);
     assert!(g.iter().zip(&e).any(|((_, a), (_, b))| !a.equal(b)));
 }
+
+/// The largest relative gap between each layer's sigma (u . W v) and W's top singular value.
+fn worst_sigma_error(reg: &SnRegistry) -> (f64, String) {
+    let mut worst = (0.0, String::new());
+    for (i, l) in reg.layers().iter().enumerate() {
+        let w = l.weight.detach();
+        let rows = w.size()[0];
+        let top = w.view([rows, -1]).svd(true, true).1.double_value(&[0]);
+        let err = (l.sigma() - top).abs() / top;
+        if err > worst.0 {
+            worst = (
+                err,
+                format!("layer {i} {:?}: sigma {} vs {top}", w.size(), l.sigma()),
+            );
+        }
+    }
+    worst
+}
+
+#[test]
+fn spectral_norm_is_converged_at_construction() {
+    tch::manual_seed(5);
+    let cfg = small_config(1);
+    let g = Generator::new(&cfg.model, Device::Cpu).unwrap();
+    let d = Discriminator::new(&cfg.model, Device::Cpu).unwrap();
+    for (net, reg) in [("G", &g.sn), ("D", &d.sn)] {
+        let (err, at) = worst_sigma_error(reg);
+        assert!(err <= 1e-3, "{net}: {at} (relative error {err})");
+    }
+}
+
+#[test]
+fn ema_starting_at_zero_starts_as_an_exact_copy_of_g() {
+    let t = Trainer::new(small_config(1), &LocalComm, Device::Cpu).unwrap();
+    let (g, e) = (
+        model::named_variables(&t.g.vs),
+        model::named_variables(&t.g_ema.vs),
+    );
+    for ((n, a), (_, b)) in g.iter().zip(&e) {
+        assert!(a.equal(b), "G_ema.{n} is not G.{n} before the first step");
+    }
+}
+
+#[test]
+fn g_ema_sigma_tracks_its_own_averaged_weights() {
+    tch::set_num_threads(2);
+    let mut cfg = small_config(60);
+    cfg.train.ema_decay = 0.9;
+    let mut t = Trainer::new(cfg, &LocalComm, Device::Cpu).unwrap();
+    for _ in 0..60 {
+        t.train_step().unwrap();
+    }
+    let (err, at) = worst_sigma_error(&t.g_ema.sn);
+    assert!(err <= 1e-3, "G_ema: {at} (relative error {err})");
+    // G_ema's vectors are its own, not copies of G's.
+    let (g, e) = (model::buffers(&t.g.vs), model::buffers(&t.g_ema.vs));
+    assert!(g
+        .iter()
+        .zip(&e)
+        .any(|((n, a), (_, b))| n.ends_with("weight_u") && !a.equal(b)));
+}

@@ -277,6 +277,20 @@ mod tests {
     }
 
     #[test]
+    fn the_best_checkpoint_outlives_the_newest_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        for step in 1..=6 {
+            let mut s = snap(step);
+            // Step 2 scored best; later states keep saying so.
+            s.state.best =
+                (step >= 2).then_some(crate::checkpoint::BestScore { step: 2, fid: 10.0 });
+            write(dir.path(), s, 2).unwrap();
+        }
+        let left: Vec<i64> = list(dir.path()).iter().map(|(s, _)| *s).collect();
+        assert_eq!(left, vec![6, 5, 2]);
+    }
+
+    #[test]
     fn a_damaged_latest_falls_back_to_the_previous_one() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), snap(1), 3).unwrap();

@@ -55,6 +55,11 @@ fn lock() -> std::sync::MutexGuard<'static, Hooks> {
     HOOKS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Whether the job is being aborted (by another thread of this process).
+pub fn aborting() -> bool {
+    ABORTING.load(Ordering::SeqCst)
+}
+
 /// Ends this rank with `code`, and with it every other rank of the job. The caller has already
 /// printed why. Safe to call from any thread and more than once: later callers wait for the first.
 pub fn abort_job(code: i32) -> ! {

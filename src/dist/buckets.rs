@@ -117,13 +117,19 @@ fn check_finite(sq: f64, net: &str, step: i64, params: &[(String, Tensor)]) -> R
         .filter(|(_, p)| !bool::try_from(p.grad().isfinite().all()).unwrap_or(false))
         .map(|(n, _)| n.as_str())
         .collect();
+    let place = match bad.len() {
+        0 => "its norm overflows, or another rank contributed NaN or infinity".to_string(),
+        n if n <= 5 => format!("NaN or infinity in {}", bad.join(", ")),
+        n => format!(
+            "NaN or infinity in {} and {} more",
+            bad[..5].join(", "),
+            n - 5
+        ),
+    };
     Err(Error::Train(format!(
-        "step {step}: non-finite {net} gradient on this rank or another, in {}",
-        if bad.is_empty() {
-            "a bucket averaged from other ranks".to_string()
-        } else {
-            bad.join(", ")
-        }
+        "step {step}: the averaged {net} gradient is not finite ({place}): training diverged and \
+         stops here; nothing from this step is saved, and the last checkpoint (if any) is kept \
+         for --resume (with a lower learning rate, say)"
     )))
 }
 

@@ -45,12 +45,14 @@ pub struct Plan {
 pub fn plan(kind: BackendKind, rank: usize, views: &[RankView], threads: i64) -> Result<Plan> {
     let size = views.len();
     let with_gpu: Vec<usize> = (0..size).filter(|&r| views[r].cuda_devices > 0).collect();
+    // "rank 1 on node2 sees", "rank 1 on node2 and rank 3 on node4 see".
     let without = |pred: &dyn Fn(usize) -> bool| -> String {
-        (0..size)
+        let ranks: Vec<String> = (0..size)
             .filter(|&r| pred(r))
             .map(|r| format!("rank {r} on {}", views[r].host))
-            .collect::<Vec<_>>()
-            .join(", ")
+            .collect();
+        let verb = if ranks.len() == 1 { "sees" } else { "see" };
+        format!("{} {verb}", ranks.join(" and "))
     };
     let backend = match kind {
         BackendKind::Auto if size == 1 => BackendKind::Local,
@@ -58,7 +60,7 @@ pub fn plan(kind: BackendKind, rank: usize, views: &[RankView], threads: i64) ->
         BackendKind::Auto if with_gpu.is_empty() => BackendKind::Mpi,
         BackendKind::Auto => {
             return Err(Error::Dist(format!(
-                "some ranks see a GPU and some do not ({} see none); every rank must train on the \
+                "some ranks see a GPU and some do not ({} none); every rank must train on the \
                  same kind of device: check CUDA_VISIBLE_DEVICES and the GPU nodes of the \
                  allocation, or set dist.backend = \"mpi\" to train on CPUs",
                 without(&|r| views[r].cuda_devices == 0)
@@ -74,7 +76,7 @@ pub fn plan(kind: BackendKind, rank: usize, views: &[RankView], threads: i64) ->
         }
         BackendKind::Nccl if with_gpu.len() < size => {
             return Err(Error::Dist(format!(
-                "`dist.backend` = \"nccl\" needs a CUDA device on every rank, but {} see none \
+                "`dist.backend` = \"nccl\" needs a CUDA device on every rank, but {} none \
                  (no visible GPU on that node: check CUDA_VISIBLE_DEVICES and the allocation)",
                 without(&|r| views[r].cuda_devices == 0)
             )))

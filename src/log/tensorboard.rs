@@ -320,7 +320,8 @@ fn wall_time() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn encode_png(
+/// PNG bytes of 8-bit pixels laid out row by row.
+pub fn encode_png(
     width: u32,
     height: u32,
     color: png::ColorType,

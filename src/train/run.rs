@@ -147,7 +147,8 @@ pub fn run(mut t: Trainer, mode: StartMode) -> Result<Outcome> {
         preemption,
         step_times: Vec::new(),
         stats: StepStats::default(),
-        last_checkpoint: None,
+        // A resumed run has its checkpoint of that step already.
+        last_checkpoint: start.resumed.as_ref().map(|s| s.step),
     };
     run.announce();
     run.train()
@@ -168,7 +169,12 @@ fn open_outputs(t: &Trainer, start: &StartPoint) -> Result<Outputs> {
 impl Run {
     fn announce(&self) {
         let t = &self.t;
-        if t.comm.rank() == 0 {
+        if t.comm.rank() == 0 && t.step >= t.cfg.train.steps {
+            println!(
+                "sagan: the run is at step {} of train.steps = {}: nothing to train; writing its final outputs again",
+                t.step, t.cfg.train.steps
+            );
+        } else if t.comm.rank() == 0 {
             println!(
                 "sagan: {} rank(s), backend {}, device {:?}, G {} params, D {} params, steps {} to {} of global batch {}",
                 t.comm.size(),
@@ -196,7 +202,12 @@ impl Run {
             if let Some(o) = self.out.as_mut() {
                 o.checkpoints.poll()?;
             }
+            if crate::dist::abort::aborting() {
+                // The watchdog is ending the job: do nothing more that could look like progress.
+                std::thread::park();
+            }
             for duty in self.schedule.due(self.t.step, total) {
+                self.t.after_step(duty.name());
                 match duty {
                     Duty::Log => self.log()?,
                     Duty::BufferCheck => drop(self.t.check_buffers()?),

@@ -44,6 +44,8 @@ pub fn outputs(dir: &Path) -> Vec<PathBuf> {
         .filter_map(|e| e.ok())
         .filter(|e| is_output(&e.file_name().to_string_lossy()))
         .map(|e| e.path())
+        // An empty directory (a mount point made for checkpoints, say) holds no run.
+        .filter(|p| !p.is_dir() || std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_some()))
         .collect();
     found.sort();
     found
@@ -54,7 +56,16 @@ pub fn clear(dir: &Path) -> Result<usize> {
     let found = outputs(dir);
     for p in &found {
         if p.is_dir() {
-            std::fs::remove_dir_all(p).at(p)?;
+            // Empty it first: the directory itself may be a mount point, which stays.
+            for e in std::fs::read_dir(p).at(p)?.filter_map(|e| e.ok()) {
+                let q = e.path();
+                if q.is_dir() {
+                    std::fs::remove_dir_all(&q).at(&q)?;
+                } else {
+                    std::fs::remove_file(&q).at(&q)?;
+                }
+            }
+            let _ = std::fs::remove_dir(p);
         } else {
             std::fs::remove_file(p).at(p)?;
         }

@@ -18,6 +18,20 @@ pub enum Duty {
     Preemption,
 }
 
+impl Duty {
+    /// How messages (the watchdog's) name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Duty::Log => "logging",
+            Duty::BufferCheck => "buffer check",
+            Duty::Samples => "sample grids",
+            Duty::Evaluate => "evaluation",
+            Duty::Checkpoint => "checkpoint",
+            Duty::Preemption => "preemption check",
+        }
+    }
+}
+
 /// When: every `every` steps (0 = never during the run), and whether it also runs after the last
 /// step of the run (otherwise the end of the run does its own final version of the duty).
 #[derive(Debug, Clone, Copy)]

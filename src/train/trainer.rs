@@ -106,6 +106,10 @@ impl Trainer {
         let bucket_bytes = (cfg.dist.bucket_mb * 1024.0 * 1024.0) as usize;
         let g_buckets = GradientBuckets::new("G", opt_g.params(), bucket_bytes)?;
         let d_buckets = GradientBuckets::new("D", opt_d.params(), bucket_bytes)?;
+        // Every net has a normalised weight from the start, so sampling before any step works.
+        for sn in [&g.sn, &d.sn, &g_ema.sn] {
+            sn.refresh(SnMode::Detached);
+        }
         Ok(Self {
             cfg,
             device,
@@ -173,9 +177,17 @@ impl Trainer {
         )
     }
 
+    /// Tells the watchdog that the next collectives belong to `phase` of the step in progress.
     fn at(&self, phase: &'static str) {
         if let Some(dog) = self.comm.watchdog() {
             dog.at(self.step + 1, phase);
+        }
+    }
+
+    /// The same for a duty run after the step just completed.
+    pub fn after_step(&self, duty: &'static str) {
+        if let Some(dog) = self.comm.watchdog() {
+            dog.at(self.step, duty);
         }
     }
 
@@ -222,7 +234,6 @@ impl Trainer {
     /// statistics legitimately differ, each rank normalising its own batches: see
     /// [`Trainer::average_bn_statistics`].)
     pub fn check_buffers(&mut self) -> Result<Vec<String>> {
-        self.at("buffer check");
         let mut repaired = Vec::new();
         for (net, vs) in [
             ("G", &self.g.vs),
@@ -305,6 +316,9 @@ impl Trainer {
         self.step = step;
         self.resyncs = resyncs;
         self.loader = None;
+        for sn in [&self.g.sn, &self.d.sn, &self.g_ema.sn] {
+            sn.refresh(SnMode::Detached);
+        }
     }
 
     /// Attention gammas by network and the block they follow (`G.attention.1`, ...), the names
