@@ -155,7 +155,7 @@ fn sigusr1_to_one_rank_checkpoints_exits_75_and_resume_finishes_every_step_once(
         .unwrap()
         .step;
     assert!(
-        stopped_at >= 5 && stopped_at < 60,
+        (5..60).contains(&stopped_at),
         "checkpoint at step {stopped_at}"
     );
     ok(&train(2, &args).arg("--resume").output().unwrap());
