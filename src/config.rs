@@ -144,9 +144,10 @@ pub struct EvalConfig {
     pub every: i64,
     /// Evaluate before the first step too, as the baseline the run should improve on.
     pub at_start: bool,
-    /// Generated samples per evaluation, split over the ranks.
+    /// Generated samples per evaluation, split over the ranks; at least 10 (IS's splits).
     pub num_samples: i64,
-    /// Samples generated per forward pass.
+    /// Samples generated per forward pass. Sampling uses batch statistics, so every forward pass
+    /// generates this many (the last one's surplus is dropped); compare runs at the same value.
     pub batch: i64,
     pub feature_net: FeatureNetKind,
     /// Weights of the feature network (safetensors).
@@ -303,6 +304,14 @@ impl Config {
                 if v <= 0 {
                     return Err(format!("key `{key}` must be > 0, got {v}"));
                 }
+            }
+            let splits = crate::metrics::inception_score::DEFAULT_SPLITS as i64;
+            if self.eval.num_samples < splits {
+                return Err(format!(
+                    "key `eval.num_samples` must be >= {splits} (the Inception Score splits the \
+                     samples into {splits} parts), got {}",
+                    self.eval.num_samples
+                ));
             }
         }
         let non_negative_i = [
