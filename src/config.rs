@@ -152,8 +152,12 @@ pub struct EvalConfig {
     pub feature_net: FeatureNetKind,
     /// Weights of the feature network (safetensors).
     pub weights: PathBuf,
-    /// Reference statistics (pytorch-fid .npz: mu, sigma); computed from the training set and
-    /// written here when missing.
+    /// Reference statistics (pytorch-fid .npz: mu, sigma). Empty (the default): sagan's cache,
+    /// `.cache/fid_stats/<feature net>_<images>_<hash>.npz` named after what the statistics are
+    /// computed from (feature network and weights, training images), recomputed when it does not
+    /// match. A path: used if its recorded provenance matches this run (refused if not; a
+    /// pytorch-fid file without provenance is used with a warning), computed and written there
+    /// when missing.
     pub reference_stats: PathBuf,
 }
 
@@ -167,7 +171,7 @@ impl Default for EvalConfig {
             batch: 250,
             feature_net: FeatureNetKind::FmnistClassifier,
             weights: PathBuf::from(".cache/fmnist_classifier.safetensors"),
-            reference_stats: PathBuf::from(".cache/fmnist_classifier_train_stats.npz"),
+            reference_stats: PathBuf::new(),
         }
     }
 }
