@@ -152,12 +152,12 @@ pub struct EvalConfig {
     pub feature_net: FeatureNetKind,
     /// Weights of the feature network (safetensors).
     pub weights: PathBuf,
-    /// Reference statistics (pytorch-fid .npz: mu, sigma). Empty (the default): sagan's cache,
-    /// `.cache/fid_stats/<feature net>_<images>_<hash>.npz` named after what the statistics are
-    /// computed from (feature network and weights, training images), recomputed when it does not
-    /// match. A path: used if its recorded provenance matches this run (refused if not; a
-    /// pytorch-fid file without provenance is used with a warning), computed and written there
-    /// when missing.
+    /// Reference statistics (pytorch-fid .npz: mu, sigma, plus the provenance sagan records).
+    /// Empty (the default): sagan's cache, `.cache/fid_stats/<feature net>_<N>x<C>x<H>x<W>_<hash>.npz`
+    /// (relative to the working directory), the hash over what the statistics are computed from
+    /// (feature network and its weights, training images), recomputed when it does not match. A
+    /// path: used if its recorded provenance matches this run, refused if not; a pytorch-fid file
+    /// without provenance is used with a warning; computed and written there when missing.
     pub reference_stats: PathBuf,
 }
 
