@@ -57,7 +57,7 @@ fn reference_stats(dir: PathBuf, weights: PathBuf, images: i64) -> sagan::Result
     let mut eval_cfg = cfg.eval.clone();
     eval_cfg.reference_stats = dir.join(format!("rank{r}.npz"));
     let net = FeatureNet::load(&eval_cfg, rank.device)?;
-    let stats = eval::reference_stats(rank.comm.as_ref(), &eval_cfg, &net, &data, rank.device)?;
+    let stats = eval::reference_stats(rank.comm, &eval_cfg, &net, &data, rank.device)?;
     // Sequential sums: the same bits give the same sums in any process, whatever its threads.
     let sum = |t: &tch::Tensor| -> f64 {
         Vec::<f64>::try_from(&t.reshape([-1]))
@@ -69,6 +69,7 @@ fn reference_stats(dir: PathBuf, weights: PathBuf, images: i64) -> sagan::Result
         "{}",
         serde_json::json!({ "rank": r, "mu_sum": sum(&stats.mu), "sigma_sum": sum(&stats.sigma) })
     );
+    launch::finalize(rank.comm);
     Ok(())
 }
 
@@ -97,5 +98,7 @@ fn gather(root: usize, round_limit: usize, lens: Vec<u64>) -> sagan::Result<()> 
             "trait_ok": through_trait.as_ref().map(|parts| *parts == expected),
         })
     );
+    drop(comm);
+    mpi::finalize();
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The collective operations training needs, implemented by each backend.
 use tch::Tensor;
 
+use super::watchdog::Watchdog;
 use crate::error::{Error, Result};
 
 pub trait Comm {
@@ -22,6 +23,15 @@ pub trait Comm {
     /// fits in `root`'s memory goes through (evaluation's logits reach gigabytes).
     fn gather_bytes(&self, bytes: &[u8], root: usize) -> Result<Option<Vec<Vec<u8>>>>;
     fn barrier(&self) -> Result<()>;
+    /// Waits until this rank's queued collectives have completed (NCCL enqueues asynchronously;
+    /// host backends complete before they return).
+    fn wait(&self) -> Result<()> {
+        Ok(())
+    }
+    /// The watchdog bounding this communicator's collectives, if any.
+    fn watchdog(&self) -> Option<&Watchdog> {
+        None
+    }
 }
 
 /// A single process: every collective is the identity.
