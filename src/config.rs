@@ -152,15 +152,20 @@ pub struct EvalConfig {
     pub every: i64,
     /// Evaluate before the first step too, as the baseline the run should improve on.
     pub at_start: bool,
-    /// Generated samples per evaluation, split over the ranks.
+    /// Generated samples per evaluation, split over the ranks; at least 10 (IS's splits).
     pub num_samples: i64,
-    /// Samples generated per forward pass.
+    /// Samples generated per forward pass. Sampling uses batch statistics, so every forward pass
+    /// generates this many (the last one's surplus is dropped); compare runs at the same value.
     pub batch: i64,
     pub feature_net: FeatureNetKind,
     /// Weights of the feature network (safetensors).
     pub weights: PathBuf,
-    /// Reference statistics (pytorch-fid .npz: mu, sigma); computed from the training set and
-    /// written here when missing.
+    /// Reference statistics (pytorch-fid .npz: mu, sigma, plus the provenance sagan records).
+    /// Empty (the default): sagan's cache, `.cache/fid_stats/<feature net>_<N>x<C>x<H>x<W>_<hash>.npz`
+    /// (relative to the working directory), the hash over what the statistics are computed from
+    /// (feature network and its weights, training images), recomputed when it does not match. A
+    /// path: used if its recorded provenance matches this run, refused if not; a pytorch-fid file
+    /// without provenance is used with a warning; computed and written there when missing.
     pub reference_stats: PathBuf,
 }
 
@@ -174,7 +179,7 @@ impl Default for EvalConfig {
             batch: 250,
             feature_net: FeatureNetKind::FmnistClassifier,
             weights: PathBuf::from(".cache/fmnist_classifier.safetensors"),
-            reference_stats: PathBuf::from(".cache/fmnist_classifier_train_stats.npz"),
+            reference_stats: PathBuf::new(),
         }
     }
 }
@@ -323,6 +328,14 @@ impl Config {
                 if v <= 0 {
                     return Err(format!("key `{key}` must be > 0, got {v}"));
                 }
+            }
+            let splits = crate::metrics::inception_score::DEFAULT_SPLITS as i64;
+            if self.eval.num_samples < splits {
+                return Err(format!(
+                    "key `eval.num_samples` must be >= {splits} (the Inception Score splits the \
+                     samples into {splits} parts), got {}",
+                    self.eval.num_samples
+                ));
             }
         }
         let non_negative_i = [

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 use sagan::config::Config;
 use sagan::dist::{abort, launch};
+use sagan::metrics::{eval, reference};
 use sagan::train::preemption::EXIT_PREEMPTED;
 use sagan::train::run::{self, Outcome};
 use sagan::train::run_dir::StartMode;
@@ -79,13 +80,16 @@ enum Command {
         steps: i64,
     },
     /// Reference statistics of the config's training set on its feature network, written as a
-    /// pytorch-fid .npz (mu, sigma); or, with --compare, the FID between two such files.
+    /// pytorch-fid .npz (mu, sigma, and the provenance sagan checks); or, with --compare, the FID
+    /// between two such files.
     FidStats {
         #[arg(long, required_unless_present = "compare")]
         config: Option<PathBuf>,
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         overrides: Vec<String>,
-        #[arg(long, required_unless_present = "compare")]
+        /// Compute afresh and write here. Without it, make sure the file a run would use
+        /// (`eval.reference_stats`, or sagan's cache when that is empty) exists and matches.
+        #[arg(long)]
         out: Option<PathBuf>,
         /// Two .npz files (ours or pytorch-fid's): print the Frechet distance between them.
         #[arg(long, num_args = 2, value_names = ["A", "B"])]
@@ -229,27 +233,37 @@ fn run_cli(cli: Cli) -> sagan::Result<u8> {
                 println!("FID {:.9}", a.frechet_distance(&b)?);
                 return Ok(0);
             }
-            let (config, out) = (
-                config.expect("required by clap"),
-                out.expect("required by clap"),
-            );
-            let cfg = Config::load(&config, &overrides)?;
+            let cfg = Config::load(&config.expect("required by clap"), &overrides)?;
             let rank = launch::join(&cfg)?;
+            let comm = rank.comm;
             let data = sagan::data::Dataset::load(&cfg.data, &cfg.model)?;
-            let net = sagan::metrics::eval::FeatureNet::load(&cfg.eval, rank.device)?;
-            let stats = sagan::metrics::eval::dataset_stats(
-                rank.comm,
-                &net,
-                &data,
-                cfg.eval.batch,
-                rank.device,
-            )?;
-            if rank.comm.rank() == 0 {
-                sagan::metrics::save_fid_stats(&out, &stats)?;
+            let net = eval::FeatureNet::load(&cfg.eval, rank.device)?;
+            let (stats, path) = match out {
+                Some(out) => {
+                    let provenance = reference::agreed_provenance(comm, &cfg.eval, &data)?;
+                    let stats =
+                        eval::dataset_stats(comm, &net, &data, cfg.eval.batch, rank.device)?;
+                    reference::decided_on_root(comm, || {
+                        reference::write_stats(&out, &stats, &provenance).map(|()| Vec::new())
+                    })?;
+                    (stats, out)
+                }
+                None => {
+                    let (stats, file) = reference::ensure_reference_stats(
+                        comm,
+                        &cfg.eval,
+                        &net,
+                        &data,
+                        rank.device,
+                    )?;
+                    (stats, file.path().to_path_buf())
+                }
+            };
+            if comm.rank() == 0 {
                 println!(
                     "{} images -> {} ({}-d, {})",
                     data.len(),
-                    out.display(),
+                    path.display(),
                     stats.dim(),
                     net.label()
                 );
@@ -263,12 +277,7 @@ fn run_cli(cli: Cli) -> sagan::Result<u8> {
         } => {
             let cfg = Config::load(&config, &overrides)?;
             let rank = launch::join(&cfg)?;
-            if let Some(s) = sagan::metrics::eval::evaluate_checkpoint(
-                &cfg,
-                rank.comm,
-                rank.device,
-                &checkpoint,
-            )? {
+            if let Some(s) = eval::evaluate_checkpoint(&cfg, rank.comm, rank.device, &checkpoint)? {
                 println!(
                     "{}: FID {:.9}  IS {:.9} ± {:.9}  ({} samples, {:.1} s)",
                     checkpoint.display(),

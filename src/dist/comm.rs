@@ -2,7 +2,7 @@
 use tch::Tensor;
 
 use super::watchdog::Watchdog;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 pub trait Comm {
     fn rank(&self) -> usize;
@@ -14,8 +14,14 @@ pub trait Comm {
     fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<()>;
     /// Overwrites `bytes` on every rank with rank `root`'s bytes (lengths may differ before).
     fn broadcast_bytes(&self, bytes: &mut Vec<u8>, root: usize) -> Result<()>;
-    /// Gathers one byte string from every rank onto every rank (small control messages).
+    /// Gathers one byte string from every rank onto every rank (small control messages). The
+    /// total over all ranks must stay below 2 GiB (MPI's int counts): larger totals are refused
+    /// with an error on every rank; use [`Comm::gather_bytes`] for bulk data.
     fn all_gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>>;
+    /// Gathers one byte string from every rank onto rank `root` only: `Some` (one string per
+    /// rank, in rank order) on `root`, `None` elsewhere. Sizes are 64-bit, so any total that
+    /// fits in `root`'s memory goes through (evaluation's logits reach gigabytes).
+    fn gather_bytes(&self, bytes: &[u8], root: usize) -> Result<Option<Vec<Vec<u8>>>>;
     fn barrier(&self) -> Result<()>;
     /// Waits until this rank's queued collectives have completed (NCCL enqueues asynchronously;
     /// host backends complete before they return).
@@ -52,6 +58,14 @@ impl Comm for LocalComm {
     }
     fn all_gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
         Ok(vec![bytes.to_vec()])
+    }
+    fn gather_bytes(&self, bytes: &[u8], root: usize) -> Result<Option<Vec<Vec<u8>>>> {
+        if root != 0 {
+            return Err(Error::Dist(format!(
+                "gather to rank {root} in a single-process run (only rank 0 exists)"
+            )));
+        }
+        Ok(Some(vec![bytes.to_vec()]))
     }
     fn barrier(&self) -> Result<()> {
         Ok(())

@@ -18,6 +18,11 @@ use crate::error::{Error, Result};
 /// Largest element count per MPI call (fits in a C int with room to spare).
 const MAX_CHUNK: i64 = 1 << 30;
 
+/// Bytes one round of [`MpiComm::gather_bytes_in_rounds`] moves, all ranks together: below
+/// `i32::MAX` so every count and displacement of the round fits MPI's `int`, and small enough
+/// that the root's round buffer (held besides the result) stays modest.
+pub const GATHER_ROUND_BYTES: usize = 1 << 30;
+
 pub struct MpiComm {
     world: SimpleCommunicator,
     in_place: *mut c_void,
@@ -114,6 +119,122 @@ fn for_each_chunk(
     Ok(())
 }
 
+/// The rounds of a gather where rank r sends `lens[r]` bytes: for each round, the byte count each
+/// rank sends in it. Ranks fill a round in rank order, each sending as much of its remainder as
+/// the round has room for, so every round but the last carries exactly `limit` bytes (the fewest
+/// rounds possible) and a round's counts and displacements never exceed `limit`. Every rank
+/// computes the same plan from the same lengths, so no further messages are needed to agree on it.
+pub fn plan_gather_rounds(lens: &[u64], limit: u64) -> Vec<Vec<i32>> {
+    assert!(
+        (1..=i32::MAX as u64).contains(&limit),
+        "gather round limit {limit} must be in 1..=i32::MAX"
+    );
+    let mut left = lens.to_vec();
+    let mut rounds = Vec::new();
+    while left.iter().any(|&l| l > 0) {
+        let mut room = limit;
+        let round = left
+            .iter_mut()
+            .map(|l| {
+                let take = (*l).min(room);
+                *l -= take;
+                room -= take;
+                take as i32
+            })
+            .collect();
+        rounds.push(round);
+    }
+    rounds
+}
+
+/// Per-rank counts of a one-call all-gather, or an error when the total would overflow MPI's
+/// `int` counts and displacements (it used to wrap silently).
+fn all_gather_counts(lens: &[u64]) -> Result<Vec<i32>> {
+    let total: u64 = lens.iter().sum();
+    if total > i32::MAX as u64 {
+        return Err(Error::Dist(format!(
+            "all-gather of {total} bytes over {} ranks (per rank: {lens:?}) exceeds MPI's limit \
+             of {} bytes per call; all_gather_bytes is for control messages, gather bulk data to \
+             one rank with gather_bytes",
+            lens.len(),
+            i32::MAX
+        )));
+    }
+    Ok(lens.iter().map(|&l| l as i32).collect())
+}
+
+/// Where each rank's bytes start in the concatenation of `counts`.
+fn displacements(counts: &[i32]) -> Vec<i32> {
+    counts
+        .iter()
+        .scan(0, |acc, &c| {
+            let d = *acc;
+            *acc += c;
+            Some(d)
+        })
+        .collect()
+}
+
+impl MpiComm {
+    /// Every rank's byte length, on every rank (64-bit, so nothing wraps).
+    fn all_lengths(&self, bytes: &[u8]) -> Vec<u64> {
+        let mut lens = vec![0u64; self.size()];
+        self.world
+            .all_gather_into(&(bytes.len() as u64), &mut lens[..]);
+        lens
+    }
+
+    /// [`Comm::gather_bytes`] in rounds of at most `round_limit` bytes (all ranks together) of
+    /// `MPI_Gatherv` each; public so that tests can force many rounds with a small limit.
+    pub fn gather_bytes_in_rounds(
+        &self,
+        bytes: &[u8],
+        root: usize,
+        round_limit: usize,
+    ) -> Result<Option<Vec<Vec<u8>>>> {
+        if root >= self.size() {
+            return Err(Error::Dist(format!(
+                "MPI gather: root {root} out of range for {} ranks",
+                self.size()
+            )));
+        }
+        if !(1..=i32::MAX as usize).contains(&round_limit) {
+            return Err(Error::Dist(format!(
+                "MPI gather: round limit {round_limit} must be in 1..={}",
+                i32::MAX
+            )));
+        }
+        let lens = self.all_lengths(bytes);
+        let root_proc = self.world.process_at_rank(root as i32);
+        let me = self.rank();
+        let mut parts: Option<Vec<Vec<u8>>> = (me == root).then(|| {
+            lens.iter()
+                .map(|&l| Vec::with_capacity(l as usize))
+                .collect()
+        });
+        let mut sent = 0;
+        for counts in plan_gather_rounds(&lens, round_limit as u64) {
+            let piece = &bytes[sent..sent + counts[me] as usize];
+            sent += piece.len();
+            let Some(parts) = parts.as_mut() else {
+                root_proc.gather_varcount_into(piece);
+                continue;
+            };
+            let displs = displacements(&counts);
+            let mut round = vec![0u8; counts.iter().map(|&c| c as usize).sum()];
+            {
+                let mut part = PartitionMut::new(&mut round[..], &counts[..], &displs[..]);
+                root_proc.gather_varcount_into_root(piece, &mut part);
+            }
+            for (r, part) in parts.iter_mut().enumerate() {
+                let at = displs[r] as usize;
+                part.extend_from_slice(&round[at..at + counts[r] as usize]);
+            }
+        }
+        Ok(parts)
+    }
+}
+
 impl Comm for MpiComm {
     fn rank(&self) -> usize {
         self.world.rank() as usize
@@ -163,32 +284,104 @@ impl Comm for MpiComm {
     }
 
     fn all_gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
-        let size = self.size();
-        let mut lens = vec![0i32; size];
-        self.world
-            .all_gather_into(&(bytes.len() as i32), &mut lens[..]);
-        let displs: Vec<i32> = lens
-            .iter()
-            .scan(0, |acc, &l| {
-                let d = *acc;
-                *acc += l;
-                Some(d)
-            })
-            .collect();
-        let mut all = vec![0u8; lens.iter().map(|&l| l as usize).sum()];
+        let lens = self.all_lengths(bytes);
+        // Every rank sees the same lengths, so every rank refuses together: no rank is left
+        // waiting in the collective.
+        let counts = all_gather_counts(&lens)?;
+        let displs = displacements(&counts);
+        let mut all = vec![0u8; lens.iter().sum::<u64>() as usize];
         {
-            let mut part = PartitionMut::new(&mut all[..], &lens[..], &displs[..]);
+            let mut part = PartitionMut::new(&mut all[..], &counts[..], &displs[..]);
             self.world.all_gather_varcount_into(bytes, &mut part);
         }
         Ok(displs
             .iter()
-            .zip(&lens)
+            .zip(&counts)
             .map(|(&d, &l)| all[d as usize..(d + l) as usize].to_vec())
             .collect())
+    }
+
+    fn gather_bytes(&self, bytes: &[u8], root: usize) -> Result<Option<Vec<Vec<u8>>>> {
+        self.gather_bytes_in_rounds(bytes, root, GATHER_ROUND_BYTES)
     }
 
     fn barrier(&self) -> Result<()> {
         self.world.barrier();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replays a plan: what each rank sends per round, checked against the limits it promises.
+    fn check_plan(lens: &[u64], limit: u64) -> Vec<Vec<i32>> {
+        let plan = plan_gather_rounds(lens, limit);
+        let total: u64 = lens.iter().sum();
+        assert_eq!(
+            plan.len() as u64,
+            total.div_ceil(limit),
+            "{lens:?} / {limit}"
+        );
+        let mut sent = vec![0u64; lens.len()];
+        for (j, round) in plan.iter().enumerate() {
+            assert_eq!(round.len(), lens.len());
+            let round_total: u64 = round.iter().map(|&c| c as u64).sum();
+            assert!(
+                round_total <= limit,
+                "round {j} carries {round_total} > {limit}"
+            );
+            if j + 1 < plan.len() {
+                assert_eq!(round_total, limit, "round {j} is not full");
+            }
+            // Displacements are prefix sums of the round's counts: at most its total.
+            assert!(displacements(round)
+                .iter()
+                .all(|&d| d as u64 <= round_total));
+            for (r, &c) in round.iter().enumerate() {
+                assert!(c >= 0);
+                sent[r] += c as u64;
+            }
+        }
+        assert_eq!(sent, lens, "every byte is sent exactly once");
+        plan
+    }
+
+    #[test]
+    fn rounds_cover_every_byte_within_the_limit() {
+        check_plan(&[0, 0, 0], 7);
+        check_plan(&[5], 7);
+        check_plan(&[7, 7], 7);
+        check_plan(&[10, 0, 3, 25], 7);
+        check_plan(&[1, 1, 1, 1, 1], 2);
+        let plan = check_plan(&[3, 9], 4);
+        assert_eq!(plan, vec![vec![3, 1], vec![0, 4], vec![0, 4]]);
+    }
+
+    #[test]
+    fn payloads_beyond_32_bits_are_planned_in_int_sized_rounds() {
+        // 540k Inception samples of 1008 f32 logits on 4 ranks: 2.18 GB, over i32::MAX.
+        let per_rank = 540_000 / 4 * 1008 * 4 + 24 * 100;
+        let lens = [per_rank as u64; 4];
+        assert!(lens.iter().sum::<u64>() > i32::MAX as u64);
+        let plan = check_plan(&lens, GATHER_ROUND_BYTES as u64);
+        assert!(plan.len() >= 2);
+        let huge = [5u64 << 32, 3];
+        let plan = check_plan(&huge, i32::MAX as u64);
+        assert!(plan.len() > 10);
+    }
+
+    #[test]
+    fn all_gather_refuses_totals_over_i32() {
+        assert_eq!(all_gather_counts(&[3, 4]).unwrap(), vec![3, 4]);
+        assert!(all_gather_counts(&[i32::MAX as u64, 0]).is_ok());
+        let err = all_gather_counts(&[i32::MAX as u64, 1])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("2147483648") && err.contains("gather_bytes"),
+            "{err}"
+        );
     }
 }

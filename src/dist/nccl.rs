@@ -873,6 +873,10 @@ impl Comm for NcclComm {
         self.bootstrap.all_gather_bytes(bytes)
     }
 
+    fn gather_bytes(&self, bytes: &[u8], root: usize) -> Result<Option<Vec<Vec<u8>>>> {
+        self.bootstrap.gather_bytes(bytes, root)
+    }
+
     /// A host barrier through the bootstrap communicator; it does not wait for queued GPU work.
     fn barrier(&self) -> Result<()> {
         self.bootstrap.barrier()

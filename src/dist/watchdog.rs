@@ -188,6 +188,10 @@ impl Comm for WatchedComm {
         let _g = self.dog.enter("all-gather of bytes", 0);
         self.inner.all_gather_bytes(bytes)
     }
+    fn gather_bytes(&self, bytes: &[u8], root: usize) -> Result<Option<Vec<Vec<u8>>>> {
+        let _g = self.dog.enter("gather of bytes", 0);
+        self.inner.gather_bytes(bytes, root)
+    }
     fn barrier(&self) -> Result<()> {
         let _g = self.dog.enter("barrier", 0);
         self.inner.barrier()

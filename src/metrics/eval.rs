@@ -1,7 +1,24 @@
 //! Distributed evaluation: every rank generates its share of the samples, computes features and
-//! logits; the float64 feature sums are all-reduced and the logits gathered, and rank 0 computes
-//! FID and IS. Sample i is the same whatever the number of ranks (its noise comes from its chunk's
-//! own seed), so N ranks give the single-rank numbers.
+//! logits; the float64 feature sums are all-reduced, the logits gathered to rank 0, and rank 0
+//! computes FID and IS. Sample i is the same whatever the number of ranks (its noise comes from its
+//! chunk's own seed), so N ranks give the single-rank numbers.
+//!
+//! Generated images are quantised to uint8 exactly as the training images are stored (and as the
+//! sample grids are written), so generated and real images reach the feature network through the
+//! same path, as they do when pytorch-fid or torch-fidelity read PNG files.
+//!
+//! # Batch statistics
+//!
+//! The generator samples with batch statistics in its batch norms (`BnMode::Batch`), as in
+//! training, and as BigGAN-PyTorch and StudioGAN evaluate G_ema by default. Running statistics
+//! would not describe G_ema: they are accumulated from G's activations (not G_ema's averaged
+//! weights) with momentum 0.001, i.e. over roughly the last thousand steps, and would need
+//! re-estimating ("standing statistics") before every evaluation to be meaningful. With batch
+//! statistics every image is normalised together with the others of its forward pass, so
+//! [`evaluate`] generates only full chunks of `eval.batch` images (class-balanced, the surplus of
+//! the last one dropped): no image is normalised by a tiny remainder batch. The scores still
+//! depend on `eval.batch` as any batch-statistics protocol does (slightly, through the noise of
+//! the batch moments); compare runs at the same `eval.batch`.
 
 use tch::{Device, Kind, Tensor};
 
@@ -9,8 +26,9 @@ use super::classifier::{self, Classifier};
 use super::fid::{FeatureStats, FidStats};
 use super::inception::{self, InceptionV3};
 use super::inception_score::{inception_score, Order, DEFAULT_SEED, DEFAULT_SPLITS};
-use super::npz;
+use super::reference;
 use crate::config::{Config, EvalConfig, FeatureNetKind};
+use crate::data::dataset::to_signed_unit;
 use crate::data::Dataset;
 use crate::dist::Comm;
 use crate::error::{Error, Result};
@@ -50,22 +68,43 @@ impl FeatureNet {
         }
     }
 
-    /// (features, logits) for images in [-1, 1] as G produces them.
-    pub fn features(&self, images: &Tensor) -> (Tensor, Tensor) {
+    /// FID features of uint8 `[N, C, H, W]` images (pytorch-fid's input path for Inception).
+    pub fn fid_features(&self, pixels: &Tensor) -> Tensor {
         tch::no_grad(|| match self {
-            Self::FmnistClassifier(c) => c.forward(images),
-            // pytorch-fid takes RGB in [0, 1]; grayscale is replicated.
-            Self::Inception(net) => {
-                let x = (images + 1.0) / 2.0;
-                let x = if x.size()[1] == 1 {
-                    x.repeat([1, 3, 1, 1])
-                } else {
-                    x
-                };
-                net.forward(&x)
-            }
+            Self::FmnistClassifier(c) => c.forward(&to_signed_unit(pixels)).0,
+            // pytorch-fid reads images with ToTensor(): uint8 / 255.
+            Self::Inception(net) => net.pool3(&(rgb(pixels).to_kind(Kind::Float) / 255.0)),
         })
     }
+
+    /// (FID features, IS logits) of uint8 `[N, C, H, W]` images. For Inception these are two
+    /// passes: the features through pytorch-fid's input path, the logits through
+    /// torch-fidelity's (TF1 resize of the uint8 pixels), so each metric equals its reference
+    /// implementation's; the classifier gives both from one pass.
+    pub fn features(&self, pixels: &Tensor) -> (Tensor, Tensor) {
+        tch::no_grad(|| match self {
+            Self::FmnistClassifier(c) => c.forward(&to_signed_unit(pixels)),
+            Self::Inception(net) => (self.fid_features(pixels), net.is_logits(&rgb(pixels))),
+        })
+    }
+}
+
+/// Grayscale is replicated to the three channels Inception takes, as image readers do.
+fn rgb(pixels: &Tensor) -> Tensor {
+    if pixels.size()[1] == 1 {
+        pixels.repeat([1, 3, 1, 1])
+    } else {
+        pixels.shallow_clone()
+    }
+}
+
+/// Images in [-1, 1] (G's tanh range) to the uint8 pixels they would be saved as:
+/// round((x + 1) * 127.5), clamped, the inverse of `to_signed_unit` and what `samples::grid`
+/// writes.
+pub fn quantise(images: &Tensor) -> Tensor {
+    ((images.detach().clamp(-1.0, 1.0) + 1.0) * 127.5)
+        .round()
+        .to_kind(Kind::Uint8)
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -89,9 +128,11 @@ pub fn dataset_stats(
     let mut stats = FeatureStats::new(net.dim(), device);
     let chunks = (n + batch - 1) / batch;
     for k in (comm.rank() as i64..chunks).step_by(comm.size()) {
-        let idx: Vec<i64> = (k * batch..((k + 1) * batch).min(n)).collect();
-        let (x, _) = data.batch(&idx, device);
-        stats.add(&net.features(&x).0)?;
+        let pixels = data
+            .images
+            .narrow(0, k * batch, batch.min(n - k * batch))
+            .to_device(device);
+        stats.add(&net.fid_features(&pixels))?;
     }
     reduce_stats(comm, &stats)?.finish()
 }
@@ -102,7 +143,8 @@ fn reduce_stats(comm: &dyn Comm, stats: &FeatureStats) -> Result<FeatureStats> {
     FeatureStats::from_flat(stats.dim(), &flat)
 }
 
-/// Loads the reference statistics, or computes them from `data` and writes them (rank 0).
+/// Loads the reference statistics, or computes them from `data` and writes them (rank 0), after
+/// checking what a cached file was computed from (see `metrics::reference`). Collective.
 pub fn reference_stats(
     comm: &dyn Comm,
     cfg: &EvalConfig,
@@ -110,86 +152,54 @@ pub fn reference_stats(
     data: &Dataset,
     device: Device,
 ) -> Result<FidStats> {
-    let path = &cfg.reference_stats;
-    if path.exists() {
-        return npz::load_fid_stats(path);
-    }
-    let stats = dataset_stats(comm, net, data, cfg.batch, device)?;
-    if comm.rank() == 0 {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| Error::Io {
-                path: dir.to_path_buf(),
-                source: e,
-            })?;
-        }
-        npz::save_fid_stats(path, &stats)?;
-    }
-    Ok(stats)
+    Ok(reference::ensure_reference_stats(comm, cfg, net, data, device)?.0)
 }
 
-/// Generates `num_samples` class-balanced samples with `generate` (z, y) -> images, spread over the
-/// ranks, and scores them against `reference`. Returns the scores on rank 0, None elsewhere.
-#[allow(clippy::too_many_arguments)]
-pub fn evaluate(
-    comm: &dyn Comm,
-    net: &FeatureNet,
-    reference: &FidStats,
-    generate: &dyn Fn(&Tensor, &Tensor) -> Tensor,
-    num_classes: i64,
-    z_dim: i64,
-    cfg: &EvalConfig,
-    seed: u64,
-    device: Device,
-) -> Result<Option<Scores>> {
-    let started = std::time::Instant::now();
-    let (n, batch) = (cfg.num_samples, cfg.batch);
+/// The chunks of an evaluation of `n` samples in batches of `batch`: (chunk index, samples kept).
+/// Every chunk is generated whole (`batch` images); only the last keeps fewer.
+pub fn chunk_plan(n: i64, batch: i64) -> Vec<(i64, i64)> {
     let chunks = (n + batch - 1) / batch;
-    let mut stats = FeatureStats::new(net.dim(), device);
-    let mut my_logits: Vec<u8> = Vec::new();
-    for k in (comm.rank() as i64..chunks).step_by(comm.size()) {
-        let size = batch.min(n - k * batch);
-        let (z, _) = samples::fixed_inputs(1, size, z_dim, seed.wrapping_add(k as u64), device);
-        let y = (Tensor::arange_start(k * batch, k * batch + size, (Kind::Int64, device)))
-            .remainder(num_classes);
-        let images = generate(&z, &y);
-        let (f, logits) = net.features(&images);
-        stats.add(&f)?;
-        let logits = logits
-            .to_kind(Kind::Float)
-            .to_device(Device::Cpu)
-            .contiguous();
-        for word in [k, size, logits.size()[1]] {
-            my_logits.extend((word as u64).to_le_bytes());
-        }
-        my_logits.extend(
-            Vec::<f32>::try_from(&logits.view([-1]))
-                .expect("f32")
-                .iter()
-                .flat_map(|v| v.to_le_bytes()),
-        );
-    }
-    let total = reduce_stats(comm, &stats)?;
-    let gathered = comm.all_gather_bytes(&my_logits)?;
-    if comm.rank() != 0 {
-        return Ok(None);
-    }
-    let fid = total.finish()?.frechet_distance(reference)?;
-    // Records: chunk index, sample count, logit width (u64 each), then the f32 logits.
+    (0..chunks).map(|k| (k, batch.min(n - k * batch))).collect()
+}
+
+/// One chunk's logits as a gather record: chunk index, sample count, logit width (u64 each), then
+/// the f32 logits.
+fn logits_record(k: i64, logits: &Tensor) -> Vec<u8> {
+    let logits = logits
+        .to_kind(Kind::Float)
+        .to_device(Device::Cpu)
+        .contiguous();
+    let (rows, width) = logits.size2().expect("[n, classes] logits");
+    let mut out: Vec<u8> = [k, rows, width]
+        .iter()
+        .flat_map(|&w| (w as u64).to_le_bytes())
+        .collect();
+    out.extend(
+        Vec::<f32>::try_from(&logits.view([-1]))
+            .expect("f32")
+            .iter()
+            .flat_map(|v| v.to_le_bytes()),
+    );
+    out
+}
+
+/// The gathered records as one `[n, classes]` float64 tensor in chunk order.
+fn logits_from_records(gathered: &[Vec<u8>], n: i64) -> Result<Tensor> {
+    let malformed = |r: usize| Error::Dist(format!("malformed logits record from rank {r}"));
     let mut chunks_by_index = Vec::new();
-    for bytes in &gathered {
+    for (r, bytes) in gathered.iter().enumerate() {
         let mut at = 0;
         while at < bytes.len() {
-            let word = |i: usize| {
-                u64::from_le_bytes(
-                    bytes[at + 8 * i..at + 8 * i + 8]
-                        .try_into()
-                        .expect("8 bytes"),
-                ) as i64
+            let word = |i: usize| -> Result<i64> {
+                let b = bytes.get(at + 8 * i..at + 8 * i + 8).ok_or(malformed(r))?;
+                Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")) as i64)
             };
-            let (k, size, width) = (word(0), word(1), word(2));
+            let (k, size, width) = (word(0)?, word(1)?, word(2)?);
             at += 24;
             let len = (size * width * 4) as usize;
-            let values: Vec<f32> = bytes[at..at + len]
+            let values: Vec<f32> = bytes
+                .get(at..at + len)
+                .ok_or(malformed(r))?
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
                 .collect();
@@ -206,9 +216,56 @@ pub fn evaluate(
             all.len()
         )));
     }
-    let logits = Tensor::from_slice(&all)
+    Ok(Tensor::from_slice(&all)
         .view([n, classes])
-        .to_kind(Kind::Double);
+        .to_kind(Kind::Double))
+}
+
+/// Generates `num_samples` class-balanced samples with `generate` (z, y) -> images in [-1, 1],
+/// spread over the ranks in full chunks of `eval.batch` (see the module docs), and scores them
+/// against `reference`. Returns the scores on rank 0, None elsewhere.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate(
+    comm: &dyn Comm,
+    net: &FeatureNet,
+    reference: &FidStats,
+    generate: &dyn Fn(&Tensor, &Tensor) -> Tensor,
+    num_classes: i64,
+    z_dim: i64,
+    cfg: &EvalConfig,
+    seed: u64,
+    device: Device,
+) -> Result<Option<Scores>> {
+    let started = std::time::Instant::now();
+    let (n, batch) = (cfg.num_samples, cfg.batch);
+    // Every rank sees the same config, so every rank stops here together, before any collective.
+    if n < DEFAULT_SPLITS as i64 || batch <= 0 {
+        return Err(Error::Model(format!(
+            "evaluation needs `eval.num_samples` >= {DEFAULT_SPLITS} (IS splits) and `eval.batch` \
+             > 0, got {n} and {batch}"
+        )));
+    }
+    let mut stats = FeatureStats::new(net.dim(), device);
+    let mut my_logits: Vec<u8> = Vec::new();
+    for (k, keep) in chunk_plan(n, batch)
+        .into_iter()
+        .skip(comm.rank())
+        .step_by(comm.size())
+    {
+        let (z, _) = samples::fixed_inputs(1, batch, z_dim, seed.wrapping_add(k as u64), device);
+        let y = Tensor::arange_start(k * batch, (k + 1) * batch, (Kind::Int64, device))
+            .remainder(num_classes);
+        let pixels = quantise(&generate(&z, &y)).narrow(0, 0, keep);
+        let (f, logits) = net.features(&pixels);
+        stats.add(&f)?;
+        my_logits.extend(logits_record(k, &logits));
+    }
+    let total = reduce_stats(comm, &stats)?;
+    let Some(gathered) = comm.gather_bytes(&my_logits, 0)? else {
+        return Ok(None);
+    };
+    let fid = total.finish()?.frechet_distance(reference)?;
+    let logits = logits_from_records(&gathered, n)?;
     let is = inception_score(&logits, DEFAULT_SPLITS, Order::NumpyShuffle(DEFAULT_SEED))?;
     Ok(Some(Scores {
         fid,

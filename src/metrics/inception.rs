@@ -9,6 +9,12 @@
 //! to [-1, 1]. The features are the 2048-d pool3 output; the logits are pool3 times the fc weight
 //! without the bias, which is what torch-fidelity's Inception Score uses.
 //!
+//! The Inception Score follows torch-fidelity instead, input path included
+//! ([`InceptionV3::is_logits`]): uint8 pixels, resized to 299x299 as TensorFlow 1 did (bilinear
+//! without half-pixel centres) and mapped by (x - 128) / 128. The two resizes differ visibly when
+//! upsampling 32x32 images, so mixing them would make our IS incomparable with torch-fidelity's
+//! (and our FID with pytorch-fid's).
+//!
 //! # Weights
 //!
 //! The weights are pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (downloaded by pytorch-fid
@@ -469,20 +475,41 @@ impl InceptionV3 {
 
     /// The 2048-d pool3 features alone, for FID.
     pub fn pool3(&self, images: &Tensor) -> Tensor {
-        let size = images.size();
-        assert!(
-            size.len() == 4 && size[1] == 3,
-            "InceptionV3 takes [N, 3, H, W] images, got shape {size:?}"
-        );
+        check_images(images);
         tch::no_grad(|| {
             let x = images.to_device(self.device).to_kind(Kind::Float);
             // F.interpolate(size=(299, 299), mode='bilinear', align_corners=False) passes no
             // scale factors, so the source coordinates come from the size ratio alone.
             let x = x.upsample_bilinear2d([INPUT_SIZE, INPUT_SIZE], false, None, None);
-            let x = x * 2.0 - 1.0;
+            self.trunk(&(x * 2.0 - 1.0))
+        })
+    }
+
+    /// torch-fidelity's `logits_unbiased` (what its Inception Score uses) of `[N, 3, H, W]` uint8
+    /// images, through its input path: float32, [`resize_bilinear_tf1`] to 299x299, then
+    /// (x - 128) / 128. Float `[N, 1008]` on this network's device.
+    pub fn is_logits(&self, pixels: &Tensor) -> Tensor {
+        check_images(pixels);
+        assert_eq!(
+            pixels.kind(),
+            Kind::Uint8,
+            "torch-fidelity's Inception input is uint8 pixels"
+        );
+        tch::no_grad(|| {
+            let x = pixels.to_device(self.device).to_kind(Kind::Float);
+            let x = resize_bilinear_tf1(&x, INPUT_SIZE, INPUT_SIZE);
+            // Division by a power of two is exact, so this equals TF's (x - 128) * 0.0078125.
+            let x = (x - 128.0) / 128.0;
+            self.trunk(&x).mm(&self.fc_weight.tr())
+        })
+    }
+
+    /// The network from the first convolution to pool3, on [-1, 1] inputs at 299x299.
+    fn trunk(&self, x: &Tensor) -> Tensor {
+        tch::no_grad(|| {
             let x = self
                 .conv2b
-                .forward(&self.conv2a.forward(&self.conv1a.forward(&x)));
+                .forward(&self.conv2a.forward(&self.conv1a.forward(x)));
             let x = max_pool_3x3(&x, 2, 0);
             let x = self.conv4a.forward(&self.conv3b.forward(&x));
             let mut x = max_pool_3x3(&x, 2, 0);
@@ -499,5 +526,72 @@ impl InceptionV3 {
             }
             x.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
         })
+    }
+}
+
+fn check_images(images: &Tensor) {
+    let size = images.size();
+    assert!(
+        size.len() == 4 && size[1] == 3,
+        "InceptionV3 takes [N, 3, H, W] images, got shape {size:?}"
+    );
+}
+
+/// Source pixels and weights of one axis of [`resize_bilinear_tf1`]: for output index i the
+/// source coordinate is `i * (in / out)` (no half-pixel centres), computed in float32 from a
+/// float32 scale as torch-fidelity does; `lo` is its floor, `hi` the next pixel clamped to the
+/// edge, `frac` the distance from `lo`.
+fn tf1_axis(in_size: i64, out_size: i64, device: Device) -> (Tensor, Tensor, Tensor) {
+    let scale = (in_size as f64 / out_size as f64) as f32;
+    let coord = Tensor::arange(out_size, (Kind::Float, device))
+        * Tensor::scalar_tensor(f64::from(scale), (Kind::Float, device));
+    // Coordinates are non-negative, so truncation (torch's `.long()`) is the floor.
+    let lo = coord.to_kind(Kind::Int64);
+    let hi = (&lo + 1).clamp_max(in_size - 1);
+    let frac = &coord - lo.to_kind(Kind::Float);
+    (lo, hi, frac)
+}
+
+/// TensorFlow 1's `resize_bilinear(align_corners=False)` of `[N, C, H, W]` float images to
+/// `out_h x out_w`, as torch-fidelity's `interpolate_bilinear_2d_like_tensorflow1x` ("slow"
+/// method, the one its Inception feature extractor uses) computes it: the same gathers and the
+/// same float32 interpolation steps in the same order, so the result is bit-identical to theirs on
+/// CPU, not merely close. (An interpolation-matrix product would give the same values up to
+/// rounding, but summed in a different order.)
+pub fn resize_bilinear_tf1(x: &Tensor, out_h: i64, out_w: i64) -> Tensor {
+    let (_, _, in_h, in_w) = x.size4().expect("[N, C, H, W] images");
+    let device = x.device();
+    let (lo_y, hi_y, dy) = tf1_axis(in_h, out_h, device);
+    let (lo_x, hi_x, dx) = tf1_axis(in_w, out_w, device);
+    let (top, bottom) = (x.index_select(2, &lo_y), x.index_select(2, &hi_y));
+    let (in_00, in_01) = (top.index_select(3, &lo_x), top.index_select(3, &hi_x));
+    let (in_10, in_11) = (bottom.index_select(3, &lo_x), bottom.index_select(3, &hi_x));
+    let dx = dx.view([1, 1, 1, out_w]);
+    let dy = dy.view([1, 1, out_h, 1]);
+    let in_0 = &in_00 + (&in_01 - &in_00) * &dx;
+    let in_1 = &in_10 + (&in_11 - &in_10) * &dx;
+    &in_0 + (&in_1 - &in_0) * &dy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// TF1's rule on a case worked by hand: 2 -> 4 pixels samples source 0, 0.5, 1, 1.5, and
+    /// the last two clamp to the edge pixel (half-pixel centres would sample -0.25, 0.25, ...).
+    #[test]
+    fn tf1_resize_samples_at_i_times_in_over_out() {
+        let x = Tensor::from_slice(&[0f32, 8.]).view([1, 1, 1, 2]);
+        let y = resize_bilinear_tf1(&x, 1, 4);
+        assert_eq!(
+            Vec::<f32>::try_from(&y.view([-1])).unwrap(),
+            vec![0., 4., 8., 8.]
+        );
+        // Downsampling 4 -> 3: sources 0, 4/3, 8/3.
+        let x = Tensor::from_slice(&[0f32, 3., 6., 9.]).view([1, 1, 4, 1]);
+        let y = Vec::<f32>::try_from(&resize_bilinear_tf1(&x, 3, 1).view([-1])).unwrap();
+        for (got, want) in y.iter().zip([0., 4., 8.]) {
+            assert!((got - want).abs() < 1e-5, "{y:?}");
+        }
     }
 }

@@ -6,7 +6,8 @@ pub mod inception;
 pub mod inception_score;
 pub mod npz;
 pub mod numpy_rng;
+pub mod reference;
 
 pub use fid::{frechet_distance, FeatureStats, FidStats};
 pub use inception_score::{inception_score, InceptionScore, Order};
-pub use npz::{load_fid_stats, save_fid_stats};
+pub use npz::{load_fid_stats, load_provenance, save_fid_stats};

@@ -3,6 +3,11 @@
 //!
 //! We write stored (uncompressed) members, which `np.load` reads like any `np.savez` output; we
 //! read stored and deflated ones, since pytorch-fid's `--save-stats` uses `np.savez_compressed`.
+//!
+//! Files sagan writes for a run also hold `provenance.npy`: a uint8 array of UTF-8 JSON saying what
+//! the statistics were computed from (see `metrics::reference`). Readers that only take `mu` and
+//! `sigma` (pytorch-fid, torch-fidelity) ignore it; uint8 rather than a numpy string dtype keeps it
+//! readable with `allow_pickle=False` and `bytes(f['provenance']).decode()`.
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -32,6 +37,9 @@ pub struct NpyArray {
     pub data: Vec<f64>,
 }
 
+/// Name of the array that holds the provenance JSON.
+const PROVENANCE: &str = "provenance";
+
 /// A `.npy` v1.0 file for a C-ordered little-endian float64 array.
 pub fn encode_npy_f64(shape: &[usize], data: &[f64]) -> Vec<u8> {
     assert_eq!(
@@ -39,6 +47,17 @@ pub fn encode_npy_f64(shape: &[usize], data: &[f64]) -> Vec<u8> {
         data.len(),
         "npy shape and data disagree"
     );
+    let payload: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    encode_npy("<f8", shape, &payload)
+}
+
+/// A `.npy` v1.0 file for a one-dimensional uint8 array.
+pub fn encode_npy_u8(data: &[u8]) -> Vec<u8> {
+    encode_npy("|u1", &[data.len()], data)
+}
+
+/// A `.npy` v1.0 file: header for `descr` and `shape` (C order), then `payload` as is.
+fn encode_npy(descr: &str, shape: &[usize], payload: &[u8]) -> Vec<u8> {
     let dims = match shape {
         [one] => format!("({one},)"),
         _ => format!(
@@ -50,19 +69,17 @@ pub fn encode_npy_f64(shape: &[usize], data: &[f64]) -> Vec<u8> {
                 .join(", ")
         ),
     };
-    let mut header = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {dims}, }}");
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {dims}, }}");
     // magic (6) + version (2) + header length (2) + header + '\n', padded to ALIGN with spaces.
     let unpadded = MAGIC.len() + 4 + header.len() + 1;
     header.push_str(&" ".repeat((ALIGN - unpadded % ALIGN) % ALIGN));
     header.push('\n');
-    let mut out = Vec::with_capacity(MAGIC.len() + 4 + header.len() + 8 * data.len());
+    let mut out = Vec::with_capacity(MAGIC.len() + 4 + header.len() + payload.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[1, 0]);
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    for v in data {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
+    out.extend_from_slice(payload);
     out
 }
 
@@ -111,25 +128,8 @@ fn parse_header(header: &str) -> std::result::Result<(String, bool, Vec<usize>),
 /// Reads a `.npy` holding float64 or float32 (either byte order, C or Fortran order), the dtypes
 /// FID statistics come in; anything else is an error naming the dtype found.
 pub fn decode_npy(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
-    if bytes.len() < 10 || &bytes[..6] != MAGIC {
-        return Err("not a .npy array (bad magic)".into());
-    }
-    let (header_len, header_start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
-        v => return Err(format!("unsupported .npy format version {v}.{}", bytes[7])),
-    };
-    let data_start = header_start + header_len;
-    let header = bytes
-        .get(header_start..data_start)
-        .and_then(|h| std::str::from_utf8(h).ok())
-        .ok_or("truncated or non-text .npy header")?;
-    let (descr, fortran, shape) = parse_header(header)?;
+    let (descr, fortran, shape, payload) = split_npy(bytes)?;
     let count: usize = shape.iter().product();
-    let payload = &bytes[data_start..];
     let item = match descr.as_str() {
         "<f8" | ">f8" => 8,
         "<f4" | ">f4" => 4,
@@ -176,6 +176,45 @@ pub fn decode_npy(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
     Ok(NpyArray { shape, data })
 }
 
+/// Reads a `.npy` holding a one-dimensional uint8 array (numpy's `'|u1'`).
+pub fn decode_npy_u8(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let (descr, _, shape, payload) = split_npy(bytes)?;
+    if descr != "|u1" && descr != "<u1" && descr != ">u1" {
+        return Err(format!("dtype '{descr}', expected uint8 ('|u1')"));
+    }
+    match shape[..] {
+        [n] if n == payload.len() => Ok(payload.to_vec()),
+        _ => Err(format!(
+            "shape {shape:?} with {} bytes of data, expected one dimension",
+            payload.len()
+        )),
+    }
+}
+
+/// (descr, fortran_order, shape, data bytes) of a `.npy` file.
+type NpyParts<'a> = (String, bool, Vec<usize>, &'a [u8]);
+
+fn split_npy(bytes: &[u8]) -> std::result::Result<NpyParts<'_>, String> {
+    if bytes.len() < 10 || &bytes[..6] != MAGIC {
+        return Err("not a .npy array (bad magic)".into());
+    }
+    let (header_len, header_start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
+        v => return Err(format!("unsupported .npy format version {v}.{}", bytes[7])),
+    };
+    let data_start = header_start + header_len;
+    let header = bytes
+        .get(header_start..data_start)
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .ok_or("truncated or non-text .npy header")?;
+    let (descr, fortran, shape) = parse_header(header)?;
+    Ok((descr, fortran, shape, &bytes[data_start..]))
+}
+
 /// Fortran order is C order of the reversed shape; transposing that back gives C order.
 fn to_c_order(shape: &[usize], data: &[f64]) -> Vec<f64> {
     let reversed: Vec<i64> = shape.iter().rev().map(|&s| s as i64).collect();
@@ -200,6 +239,15 @@ fn tensor_values(t: &Tensor) -> Result<Vec<f64>> {
 /// Writes `mu` and `sigma` as pytorch-fid reads them (`np.load(path)['mu']`, `['sigma']`). The
 /// file appears whole or not at all: it is written beside the target and renamed over it.
 pub fn save_fid_stats(path: &Path, stats: &FidStats) -> Result<()> {
+    save_fid_stats_with_provenance(path, stats, None)
+}
+
+/// [`save_fid_stats`], plus the `provenance` array holding `provenance` (JSON text) when given.
+pub fn save_fid_stats_with_provenance(
+    path: &Path,
+    stats: &FidStats,
+    provenance: Option<&str>,
+) -> Result<()> {
     let d = stats.mu.size();
     if d.len() != 1 || stats.sigma.size() != [d[0], d[0]] {
         return Err(data_error(
@@ -212,13 +260,16 @@ pub fn save_fid_stats(path: &Path, stats: &FidStats) -> Result<()> {
         ));
     }
     let d = d[0] as usize;
-    let members = [
+    let mut members = vec![
         ("mu.npy", encode_npy_f64(&[d], &tensor_values(&stats.mu)?)),
         (
             "sigma.npy",
             encode_npy_f64(&[d, d], &tensor_values(&stats.sigma)?),
         ),
     ];
+    if let Some(text) = provenance {
+        members.push(("provenance.npy", encode_npy_u8(text.as_bytes())));
+    }
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".tmp");
     let tmp: PathBuf = path.with_file_name(tmp_name);
@@ -238,34 +289,62 @@ pub fn save_fid_stats(path: &Path, stats: &FidStats) -> Result<()> {
     std::fs::rename(&tmp, path).at(path)
 }
 
-fn read_member(
+/// The bytes of array `name`, or None when the archive has no such member.
+fn member_bytes(
     archive: &mut ZipArchive<BufReader<File>>,
     path: &Path,
     name: &str,
-) -> Result<NpyArray> {
+) -> Result<Option<Vec<u8>>> {
     let member = format!("{name}.npy");
     let mut file = match archive.by_name(&member) {
         Ok(file) => file,
-        Err(zip::result::ZipError::FileNotFound) => {
-            return Err(data_error(
-                path,
-                format!("no array '{name}' ({member}); FID stats need 'mu' and 'sigma'"),
-            ))
-        }
+        Err(zip::result::ZipError::FileNotFound) => return Ok(None),
         Err(e) => return Err(data_error(path, format!("reading {member}: {e}"))),
     };
     let mut bytes = Vec::with_capacity(file.size() as usize);
     file.read_to_end(&mut bytes)
         .map_err(|e| data_error(path, format!("reading {member}: {e}")))?;
+    Ok(Some(bytes))
+}
+
+fn read_member(
+    archive: &mut ZipArchive<BufReader<File>>,
+    path: &Path,
+    name: &str,
+) -> Result<NpyArray> {
+    let bytes = member_bytes(archive, path, name)?.ok_or_else(|| {
+        data_error(
+            path,
+            format!("no array '{name}' ({name}.npy); FID stats need 'mu' and 'sigma'"),
+        )
+    })?;
     decode_npy(&bytes).map_err(|msg| data_error(path, format!("array '{name}': {msg}")))
+}
+
+fn open_npz(path: &Path) -> Result<ZipArchive<BufReader<File>>> {
+    let file = File::open(path).at(path)?;
+    ZipArchive::new(BufReader::new(file))
+        .map_err(|e| data_error(path, format!("not an .npz (zip) archive: {e}")))
+}
+
+/// The provenance JSON text sagan stored in an `.npz`, or None for a file without one (written
+/// by pytorch-fid, torch-fidelity or an older sagan).
+pub fn load_provenance(path: &Path) -> Result<Option<String>> {
+    let mut archive = open_npz(path)?;
+    let Some(bytes) = member_bytes(&mut archive, path, PROVENANCE)? else {
+        return Ok(None);
+    };
+    let raw = decode_npy_u8(&bytes)
+        .map_err(|msg| data_error(path, format!("array '{PROVENANCE}': {msg}")))?;
+    String::from_utf8(raw)
+        .map(Some)
+        .map_err(|e| data_error(path, format!("array '{PROVENANCE}' is not UTF-8 text: {e}")))
 }
 
 /// Reads pytorch-fid statistics (`np.savez` or `np.savez_compressed` output) as float64 CPU
 /// tensors, checking that `mu` is `[d]` and `sigma` is `[d, d]`.
 pub fn load_fid_stats(path: &Path) -> Result<FidStats> {
-    let file = File::open(path).at(path)?;
-    let mut archive = ZipArchive::new(BufReader::new(file))
-        .map_err(|e| data_error(path, format!("not an .npz (zip) archive: {e}")))?;
+    let mut archive = open_npz(path)?;
     let mu = read_member(&mut archive, path, "mu")?;
     let sigma = read_member(&mut archive, path, "sigma")?;
     let [d] = mu.shape[..] else {
@@ -322,6 +401,18 @@ mod tests {
         let a = decode_npy(&bytes).unwrap();
         assert_eq!(a.shape, vec![2, 3]);
         assert_eq!(a.data, vec![1., 2., 3., 4., 5., 6.]);
+    }
+
+    #[test]
+    fn uint8_round_trip() {
+        let text = "{\"a\": 1}".as_bytes();
+        let bytes = encode_npy_u8(text);
+        let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        assert_eq!((10 + header_len) % ALIGN, 0);
+        assert_eq!(decode_npy_u8(&bytes).unwrap(), text);
+        assert!(decode_npy(&bytes).unwrap_err().contains("'|u1'"));
+        let floats = encode_npy_f64(&[2], &[1.0, 2.0]);
+        assert!(decode_npy_u8(&floats).unwrap_err().contains("'<f8'"));
     }
 
     #[test]
