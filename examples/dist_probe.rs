@@ -40,7 +40,7 @@ fn grad_equivalence(out: &str, per_rank: i64) -> sagan::Result<()> {
     let global = per_rank * world;
     tch::manual_seed(0);
     let d = Discriminator::new(&cfg.model, rank.device)?;
-    sync::broadcast_from_root(rank.comm.as_ref(), &model::named_variables(&d.vs))?;
+    sync::broadcast_from_root(rank.comm, &model::named_variables(&d.vs))?;
     let data = fashion_mnist(&cfg.data.path, "train", 32)?;
     let idx: Vec<i64> = (0..global).collect();
     let (real, real_y) = data.batch(&idx, rank.device);
@@ -66,7 +66,7 @@ fn grad_equivalence(out: &str, per_rank: i64) -> sagan::Result<()> {
         &d.forward(&mine(&fake), &mine(&fake_y)),
     );
     (lr + lf).backward();
-    GradientBuckets::new("D", &params, 1 << 16)?.all_reduce(rank.comm.as_ref(), 0)?;
+    GradientBuckets::new("D", &params, 1 << 16)?.all_reduce(rank.comm, 0)?;
     if r == 0 {
         let grads: Vec<(String, Tensor)> = params
             .iter()

@@ -30,7 +30,7 @@ fn median_time(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 
 pub fn all_reduce(cfg: &Config, iters: usize) -> Result<Option<AllReduceFigures>> {
     let rank = launch::join(cfg)?;
-    let comm = rank.comm.as_ref();
+    let comm = rank.comm;
     let g = Generator::new(&cfg.model, rank.device)?;
     let d = Discriminator::new(&cfg.model, rank.device)?;
     let mut params = model::parameters(&g.vs);
@@ -46,6 +46,7 @@ pub fn all_reduce(cfg: &Config, iters: usize) -> Result<Option<AllReduceFigures>
     let bucketed = median_time(iters, || buckets.all_reduce(comm, 0).map(|_| ()))?;
     let mut flat = Tensor::ones([(bytes / 4) as i64], (Kind::Float, Device::Cpu));
     let raw = median_time(iters, || comm.all_reduce_sum(&mut flat))?;
+    launch::finalize(comm);
     Ok((comm.rank() == 0).then_some(AllReduceFigures {
         bytes,
         bucketed_seconds: bucketed,

@@ -81,8 +81,13 @@ pub struct TrainConfig {
     pub log_every: i64,
     /// Write a sample grid every this many steps (0 = only at the end).
     pub sample_every: i64,
-    /// Intra-op threads per rank; 0 = cores on this node / ranks on this node.
+    /// Intra-op threads per rank; 0 = the CPUs this rank may run on (its affinity, as the
+    /// launcher bound it) divided by the ranks of this node bound to the same CPUs.
     pub threads: i64,
+    /// Write a resumable checkpoint every this many steps (0 = only at the end and on preemption).
+    pub checkpoint_every: i64,
+    /// Checkpoints kept (the newest ones; the best by FID is kept as well when evaluation runs).
+    pub keep_checkpoints: i64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -123,6 +128,9 @@ pub struct DistConfig {
     /// Write every rank's parameters, buffers and Adam moments to `<output.dir>/rank_state/` at the
     /// end (for verifying that replicas are identical).
     pub dump_rank_state: bool,
+    /// Seconds a collective may take before the watchdog ends the whole job with a message naming
+    /// the step and the operation (a rank that stopped answering must not hang the others).
+    pub timeout_s: f64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -174,8 +182,13 @@ impl Default for EvalConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {
-    /// Run directory: samples, weights, logs.
+    /// Run directory: samples, weights, logs, checkpoints.
     pub dir: PathBuf,
+    /// Classes shown in sample grids and attention figures (evenly spaced over all classes when
+    /// there are more; 0 = all of them).
+    pub sample_classes: i64,
+    /// Samples per class (one grid row each).
+    pub samples_per_class: i64,
 }
 
 impl Default for ModelConfig {
@@ -214,6 +227,8 @@ impl Default for TrainConfig {
             log_every: 50,
             sample_every: 0,
             threads: 0,
+            checkpoint_every: 1000,
+            keep_checkpoints: 3,
         }
     }
 }
@@ -235,6 +250,7 @@ impl Default for DistConfig {
             bucket_mb: 25.0,
             sync_check_every: 100,
             dump_rank_state: false,
+            timeout_s: 600.0,
         }
     }
 }
@@ -243,6 +259,8 @@ impl Default for OutputConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::from("runs/sagan"),
+            sample_classes: 10,
+            samples_per_class: 10,
         }
     }
 }
@@ -289,6 +307,8 @@ impl Config {
             ("train.batch_size", t.batch_size),
             ("train.d_steps", t.d_steps),
             ("train.log_every", t.log_every),
+            ("train.keep_checkpoints", t.keep_checkpoints),
+            ("output.samples_per_class", self.output.samples_per_class),
         ];
         for (key, v) in positive_i {
             if v <= 0 {
@@ -310,7 +330,9 @@ impl Config {
             ("train.ema_start", t.ema_start),
             ("train.sample_every", t.sample_every),
             ("train.threads", t.threads),
+            ("train.checkpoint_every", t.checkpoint_every),
             ("dist.sync_check_every", self.dist.sync_check_every),
+            ("output.sample_classes", self.output.sample_classes),
         ];
         for (key, v) in non_negative_i {
             if v < 0 {
@@ -323,6 +345,7 @@ impl Config {
             ("train.adam_eps", t.adam_eps),
             ("model.sn_eps", m.sn_eps),
             ("model.bn_eps", m.bn_eps),
+            ("dist.timeout_s", self.dist.timeout_s),
         ];
         for (key, v) in positive_f {
             if !(v > 0.0 && v.is_finite()) {
@@ -367,6 +390,15 @@ impl Config {
                 if !available.contains(r) {
                     return Err(format!(
                         "key `{key}`: the {}x{} architecture has no {r}x{r} feature map; available: {available:?}",
+                        m.resolution, m.resolution
+                    ));
+                }
+                let blocks: Vec<usize> = (0..available.len())
+                    .filter(|&i| available[i] == *r)
+                    .collect();
+                if blocks.len() > 1 {
+                    return Err(format!(
+                        "key `{key}`: {r}x{r} is the feature-map size after blocks {blocks:?} of the {}x{} architecture, so it does not say where one attention block goes; the sizes after its blocks are {available:?} (choose a size that occurs once)",
                         m.resolution, m.resolution
                     ));
                 }

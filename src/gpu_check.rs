@@ -15,7 +15,7 @@ pub fn run(cfg: Config, steps: i64) -> Result<()> {
     println!("CUDA devices: {}", tch::Cuda::device_count());
     let dev = Device::Cuda(0);
     let batch = cfg.train.batch_size;
-    let mut t = Trainer::new(cfg, Box::new(LocalComm), dev)?;
+    let mut t = Trainer::new(cfg, &LocalComm, dev)?;
     for _ in 0..3 {
         t.train_step()?;
     }

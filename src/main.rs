@@ -4,8 +4,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use sagan::config::Config;
-use sagan::dist::launch;
-use sagan::train::{run, Trainer};
+use sagan::dist::{abort, launch};
+use sagan::train::preemption::EXIT_PREEMPTED;
+use sagan::train::run::{self, Outcome};
+use sagan::train::run_dir::StartMode;
+use sagan::train::Trainer;
 
 #[derive(Parser)]
 #[command(
@@ -20,13 +23,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a SAGAN (one process per rank under mpirun or srun).
+    /// Train a SAGAN (one process per rank under mpirun or srun). SIGUSR1, SIGTERM or Ctrl-C
+    /// checkpoint and exit with code 75; continue with --resume.
     Train {
+        /// The run's TOML config (see configs/).
         #[arg(long)]
         config: PathBuf,
         /// Override a config value: --set train.steps=100 (repeatable).
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         overrides: Vec<String>,
+        /// Continue the run in output.dir from its newest checkpoint (or start fresh, saying so,
+        /// when it has none); or from the given checkpoint directory (step_N), checkpoints
+        /// directory or run directory.
+        #[arg(long, value_name = "CHECKPOINT", num_args = 0..=1, conflicts_with = "overwrite")]
+        resume: Option<Option<PathBuf>>,
+        /// Delete the outputs of the run already in output.dir (weights, checkpoints, logs,
+        /// samples), then start a new one.
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Print parameter counts and output shapes of each config's G and D.
     ModelSummary {
@@ -96,26 +110,59 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let at = info
+            .location()
+            .map(|l| format!(" (at {}:{})", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "sagan: error{}: internal error: {}{at}",
+            abort::rank_suffix(),
+            sagan::error::strip_cpp_backtrace(&payload)
+        );
+        if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+            eprintln!("{}", std::backtrace::Backtrace::force_capture());
+        }
+        // Whatever thread this is, the other ranks must not wait for this one.
+        abort::abort_job(1);
+    }));
     match run_cli(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
-            let rank = std::env::var("OMPI_COMM_WORLD_RANK")
-                .or_else(|_| std::env::var("SLURM_PROCID"))
-                .map(|r| format!(" (rank {r})"))
-                .unwrap_or_default();
-            eprintln!("sagan: error{rank}: {e}");
-            ExitCode::FAILURE
+            eprintln!("sagan: error{}: {e}", abort::rank_suffix());
+            abort::abort_job(1)
         }
     }
 }
 
-fn run_cli(cli: Cli) -> sagan::Result<()> {
+/// Runs one command; returns the process exit code (0, or 75 after preemption).
+fn run_cli(cli: Cli) -> sagan::Result<u8> {
     match cli.command {
-        Command::Train { config, overrides } => {
+        Command::Train {
+            config,
+            overrides,
+            resume,
+            overwrite,
+        } => {
             let cfg = Config::load(&config, &overrides)?;
+            let mode = match (resume, overwrite) {
+                (Some(path), _) => StartMode::Resume(path),
+                (None, true) => StartMode::Overwrite,
+                (None, false) => StartMode::Fresh,
+            };
             let rank = launch::join(&cfg)?;
             let trainer = Trainer::new(cfg, rank.comm, rank.device)?;
-            run::run(trainer)?;
+            let outcome = run::run(trainer, mode)?;
+            launch::finalize(rank.comm);
+            if let Outcome::Preempted { .. } = outcome {
+                return Ok(EXIT_PREEMPTED as u8);
+            }
         }
         Command::ModelSummary { configs, overrides } => {
             println!(
@@ -180,7 +227,7 @@ fn run_cli(cli: Cli) -> sagan::Result<()> {
                 let a = sagan::metrics::load_fid_stats(&files[0])?;
                 let b = sagan::metrics::load_fid_stats(&files[1])?;
                 println!("FID {:.9}", a.frechet_distance(&b)?);
-                return Ok(());
+                return Ok(0);
             }
             let (config, out) = (
                 config.expect("required by clap"),
@@ -191,7 +238,7 @@ fn run_cli(cli: Cli) -> sagan::Result<()> {
             let data = sagan::data::Dataset::load(&cfg.data, &cfg.model)?;
             let net = sagan::metrics::eval::FeatureNet::load(&cfg.eval, rank.device)?;
             let stats = sagan::metrics::eval::dataset_stats(
-                rank.comm.as_ref(),
+                rank.comm,
                 &net,
                 &data,
                 cfg.eval.batch,
@@ -207,6 +254,7 @@ fn run_cli(cli: Cli) -> sagan::Result<()> {
                     net.label()
                 );
             }
+            launch::finalize(rank.comm);
         }
         Command::Eval {
             config,
@@ -217,7 +265,7 @@ fn run_cli(cli: Cli) -> sagan::Result<()> {
             let rank = launch::join(&cfg)?;
             if let Some(s) = sagan::metrics::eval::evaluate_checkpoint(
                 &cfg,
-                rank.comm.as_ref(),
+                rank.comm,
                 rank.device,
                 &checkpoint,
             )? {
@@ -231,10 +279,11 @@ fn run_cli(cli: Cli) -> sagan::Result<()> {
                     s.seconds
                 );
             }
+            launch::finalize(rank.comm);
         }
         Command::ShowConfig { config, overrides } => {
             print!("{}", Config::load(&config, &overrides)?.to_toml());
         }
     }
-    Ok(())
+    Ok(0)
 }

@@ -36,6 +36,33 @@ pub fn fixed_inputs(
     (z, y)
 }
 
+/// At most `wanted` classes (0 = all), spread evenly over the `num_classes`, for grids: ImageNet's
+/// 1,000 rows would neither fit one forward pass nor be readable.
+pub fn grid_classes(num_classes: i64, wanted: i64) -> Vec<i64> {
+    let n = if wanted <= 0 {
+        num_classes
+    } else {
+        wanted.min(num_classes)
+    };
+    (0..n).map(|i| i * num_classes / n).collect()
+}
+
+/// `per_class` fixed latents for each of `classes` (see [`fixed_inputs`]), labels row by row.
+pub fn grid_inputs(
+    classes: &[i64],
+    per_class: i64,
+    z_dim: i64,
+    seed: u64,
+    device: Device,
+) -> (Tensor, Tensor) {
+    let rows = classes.len() as i64;
+    let (z, _) = fixed_inputs(rows, per_class, z_dim, seed, device);
+    let y = Tensor::from_slice(classes)
+        .to_device(device)
+        .repeat_interleave_self_int(per_class, 0, None);
+    (z, y)
+}
+
 /// Lays out (rows * cols, C, H, W) images in [-1, 1] as one (3, rows*(H+2), cols*(W+2)) uint8 grid
 /// with a 1-pixel border; grayscale is replicated to RGB.
 pub fn grid(images: &Tensor, rows: i64) -> Tensor {
@@ -119,6 +146,20 @@ mod tests {
         assert_eq!(g.size(), vec![3, 2 * 6, 3 * 7]);
         assert_eq!(g.int64_value(&[0, 6 + 1, 7 + 1]), 255);
         assert_eq!(g.int64_value(&[0, 1, 1]), 0);
+    }
+
+    #[test]
+    fn grid_classes_are_bounded_and_spread() {
+        assert_eq!(grid_classes(10, 10), (0..10).collect::<Vec<_>>());
+        assert_eq!(grid_classes(10, 0), (0..10).collect::<Vec<_>>());
+        assert_eq!(grid_classes(3, 10), vec![0, 1, 2]);
+        let many = grid_classes(1000, 10);
+        assert_eq!(many, vec![0, 100, 200, 300, 400, 500, 600, 700, 800, 900]);
+        let (_, y) = grid_inputs(&many[..2], 3, 8, 1, Device::Cpu);
+        assert_eq!(
+            Vec::<i64>::try_from(&y).unwrap(),
+            vec![0, 0, 0, 100, 100, 100]
+        );
     }
 
     #[test]

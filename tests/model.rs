@@ -83,7 +83,7 @@ fn small_config(steps: i64) -> Config {
 fn hundred_steps_on_fashion_mnist_move_every_parameter() {
     tch::set_num_threads(2);
     let cfg = small_config(100);
-    let mut t = Trainer::new(cfg, Box::new(LocalComm), Device::Cpu).unwrap();
+    let mut t = Trainer::new(cfg, &LocalComm, Device::Cpu).unwrap();
     let before: HashMap<String, Tensor> = [("G", &t.g.vs), ("D", &t.d.vs)]
         .iter()
         .flat_map(|(n, vs)| {

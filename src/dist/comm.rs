@@ -1,6 +1,7 @@
 //! The collective operations training needs, implemented by each backend.
 use tch::Tensor;
 
+use super::watchdog::Watchdog;
 use crate::error::Result;
 
 pub trait Comm {
@@ -16,6 +17,15 @@ pub trait Comm {
     /// Gathers one byte string from every rank onto every rank (small control messages).
     fn all_gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>>;
     fn barrier(&self) -> Result<()>;
+    /// Waits until this rank's queued collectives have completed (NCCL enqueues asynchronously;
+    /// host backends complete before they return).
+    fn wait(&self) -> Result<()> {
+        Ok(())
+    }
+    /// The watchdog bounding this communicator's collectives, if any.
+    fn watchdog(&self) -> Option<&Watchdog> {
+        None
+    }
 }
 
 /// A single process: every collective is the identity.

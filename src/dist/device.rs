@@ -1,17 +1,117 @@
-//! Which device a rank computes on, and how many CPU threads it may use.
+//! Which device and backend the ranks use, decided together from what every rank sees, and how many
+//! CPU threads a rank may use.
+use serde::{Deserialize, Serialize};
 use tch::Device;
 
+use crate::config::BackendKind;
 use crate::error::{Error, Result};
 
-/// CUDA device `local_rank % device_count` when CUDA is present (one GPU per rank on a node),
-/// else the CPU.
-pub fn pick_device(local_rank: usize) -> Device {
-    if tch::Cuda::is_available() {
-        let count = tch::Cuda::device_count().max(1) as usize;
-        Device::Cuda(local_rank % count)
+/// What one rank sees of its machine; gathered from every rank before any backend starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RankView {
+    pub host: String,
+    /// CUDA devices visible to this process (0 without CUDA).
+    pub cuda_devices: i64,
+    /// The CPUs this process may run on (its affinity, which mpirun's binding sets).
+    pub cpus: Vec<u32>,
+}
+
+impl RankView {
+    pub fn probe() -> RankView {
+        RankView {
+            host: super::world::hostname(),
+            cuda_devices: if tch::Cuda::is_available() {
+                tch::Cuda::device_count()
+            } else {
+                0
+            },
+            cpus: allowed_cpus(),
+        }
+    }
+}
+
+/// The agreed plan for one rank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub backend: BackendKind,
+    pub device: Device,
+    /// Intra-op threads on CPU.
+    pub threads: i32,
+}
+
+/// Resolves `dist.backend` for the whole job from every rank's view, identically on every rank
+/// (the views are the same everywhere), so no rank starts a backend the others will not join.
+/// `threads` is `train.threads` (0 = this rank's share of its CPUs).
+pub fn plan(kind: BackendKind, rank: usize, views: &[RankView], threads: i64) -> Result<Plan> {
+    let size = views.len();
+    let with_gpu: Vec<usize> = (0..size).filter(|&r| views[r].cuda_devices > 0).collect();
+    let without = |pred: &dyn Fn(usize) -> bool| -> String {
+        (0..size)
+            .filter(|&r| pred(r))
+            .map(|r| format!("rank {r} on {}", views[r].host))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let backend = match kind {
+        BackendKind::Auto if size == 1 => BackendKind::Local,
+        BackendKind::Auto if with_gpu.len() == size => BackendKind::Nccl,
+        BackendKind::Auto if with_gpu.is_empty() => BackendKind::Mpi,
+        BackendKind::Auto => {
+            return Err(Error::Dist(format!(
+                "some ranks see a GPU and some do not ({} see none); every rank must train on the \
+                 same kind of device: check CUDA_VISIBLE_DEVICES and the GPU nodes of the \
+                 allocation, or set dist.backend = \"mpi\" to train on CPUs",
+                without(&|r| views[r].cuda_devices == 0)
+            )))
+        }
+        k => k,
+    };
+    match backend {
+        BackendKind::Local if size > 1 => {
+            return Err(Error::Dist(format!(
+                "`dist.backend` = \"local\" but {size} ranks were started"
+            )))
+        }
+        BackendKind::Nccl if with_gpu.len() < size => {
+            return Err(Error::Dist(format!(
+                "`dist.backend` = \"nccl\" needs a CUDA device on every rank, but {} see none \
+                 (no visible GPU on that node: check CUDA_VISIBLE_DEVICES and the allocation)",
+                without(&|r| views[r].cuda_devices == 0)
+            )))
+        }
+        _ => {}
+    }
+    let me = &views[rank];
+    let same_host: Vec<usize> = (0..size).filter(|&r| views[r].host == me.host).collect();
+    let local_rank = same_host.iter().position(|&r| r == rank).unwrap_or(0);
+    let use_cuda = match backend {
+        BackendKind::Nccl => true,
+        BackendKind::Local => me.cuda_devices > 0,
+        _ => false,
+    };
+    if backend == BackendKind::Nccl && same_host.len() as i64 > me.cuda_devices {
+        return Err(Error::Dist(format!(
+            "{} runs {} ranks but sees {} GPU(s); NCCL needs one GPU per rank (start at most \
+             that many ranks per node)",
+            me.host,
+            same_host.len(),
+            me.cuda_devices
+        )));
+    }
+    let device = if use_cuda {
+        Device::Cuda(local_rank % me.cuda_devices.max(1) as usize)
     } else {
         Device::Cpu
-    }
+    };
+    let sharing = same_host
+        .iter()
+        .filter(|&&r| views[r].cpus == me.cpus)
+        .count();
+    Ok(Plan {
+        backend,
+        device,
+        threads: cpu_threads(threads, me.cpus.len(), sharing),
+    })
 }
 
 /// Fails with a clear message when CUDA was asked for but is absent.
@@ -25,13 +125,123 @@ pub fn require_cuda(what: &str) -> Result<()> {
     }
 }
 
-/// Intra-op threads: the configured number, else this node's cores split between its ranks.
-pub fn cpu_threads(configured: i64, local_size: usize) -> i32 {
+/// Intra-op threads: the configured number, else this rank's CPUs split between the ranks of this
+/// node bound to the same CPUs. A launcher that binds each rank to its own cores has already done
+/// the split (the affinity says so); dividing again would leave cores idle.
+pub fn cpu_threads(configured: i64, allowed_cpus: usize, ranks_sharing_them: usize) -> i32 {
     if configured > 0 {
         return configured as i32;
     }
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    (cores / local_size.max(1)).max(1) as i32
+    let cpus = if allowed_cpus > 0 {
+        allowed_cpus
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    };
+    (cpus / ranks_sharing_them.max(1)).max(1) as i32
+}
+
+/// This process's CPU affinity, from /proc (empty when unavailable).
+fn allowed_cpus() -> Vec<u32> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(|list| parse_cpu_list(list.trim()))
+        })
+        .unwrap_or_default()
+}
+
+/// "0-3,8,10-11" -> [0, 1, 2, 3, 8, 10, 11]; malformed parts are skipped.
+pub fn parse_cpu_list(list: &str) -> Vec<u32> {
+    let mut cpus = Vec::new();
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<u32>(), b.parse::<u32>()) {
+                    cpus.extend(a..=b);
+                }
+            }
+            None => cpus.extend(part.parse::<u32>().ok()),
+        }
+    }
+    cpus
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(host: &str, gpus: i64, cpus: &[u32]) -> RankView {
+        RankView {
+            host: host.into(),
+            cuda_devices: gpus,
+            cpus: cpus.to_vec(),
+        }
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-3,8,10-11"), vec![0, 1, 2, 3, 8, 10, 11]);
+        assert_eq!(parse_cpu_list("5"), vec![5]);
+        assert!(parse_cpu_list("").is_empty());
+    }
+
+    #[test]
+    fn bound_ranks_are_not_divided_again() {
+        // mpirun --bind-to core: each rank sees its own core.
+        let views = [view("a", 0, &[0]), view("a", 0, &[1])];
+        assert_eq!(plan(BackendKind::Auto, 1, &views, 0).unwrap().threads, 1);
+        // Bound to two cores each on a 4-core node: two threads each, not one.
+        let views = [view("a", 0, &[0, 1]), view("a", 0, &[2, 3])];
+        assert_eq!(plan(BackendKind::Auto, 0, &views, 0).unwrap().threads, 2);
+        // Unbound: the node's cores are shared.
+        let views = [view("a", 0, &[0, 1, 2, 3]), view("a", 0, &[0, 1, 2, 3])];
+        assert_eq!(plan(BackendKind::Auto, 0, &views, 0).unwrap().threads, 2);
+        // Other hosts do not count.
+        let views = [view("a", 0, &[0, 1, 2, 3]), view("b", 0, &[0, 1, 2, 3])];
+        assert_eq!(plan(BackendKind::Auto, 1, &views, 0).unwrap().threads, 4);
+        assert_eq!(plan(BackendKind::Auto, 1, &views, 3).unwrap().threads, 3);
+    }
+
+    #[test]
+    fn backends_are_agreed_from_every_rank_view() {
+        let cpu = [view("a", 0, &[0]), view("b", 0, &[0])];
+        let p = plan(BackendKind::Auto, 0, &cpu, 0).unwrap();
+        assert_eq!((p.backend, p.device), (BackendKind::Mpi, Device::Cpu));
+        let gpu = [view("a", 2, &[0]), view("a", 2, &[1]), view("b", 2, &[0])];
+        let p = plan(BackendKind::Auto, 1, &gpu, 0).unwrap();
+        assert_eq!((p.backend, p.device), (BackendKind::Nccl, Device::Cuda(1)));
+        assert_eq!(
+            plan(BackendKind::Auto, 2, &gpu, 0).unwrap().device,
+            Device::Cuda(0)
+        );
+        // Forcing MPI keeps GPU ranks on the CPU, where MPI's tensors live.
+        let p = plan(BackendKind::Mpi, 1, &gpu, 0).unwrap();
+        assert_eq!((p.backend, p.device), (BackendKind::Mpi, Device::Cpu));
+        let mixed = [view("a", 1, &[0]), view("nogpu", 0, &[0])];
+        for r in 0..2 {
+            let e = plan(BackendKind::Auto, r, &mixed, 0)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("rank 1 on nogpu"), "{e}");
+            let e = plan(BackendKind::Nccl, r, &mixed, 0)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("rank 1 on nogpu") && e.contains("no visible GPU"),
+                "{e}"
+            );
+        }
+        let crowded = [view("a", 1, &[0]), view("a", 1, &[1])];
+        let e = plan(BackendKind::Nccl, 0, &crowded, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("one GPU per rank"), "{e}");
+        assert!(plan(BackendKind::Local, 0, &cpu, 0).is_err());
+        assert_eq!(
+            plan(BackendKind::Auto, 0, &cpu[..1], 0).unwrap().backend,
+            BackendKind::Local
+        );
+    }
 }

@@ -1,15 +1,19 @@
-//! Start-up of a rank: MPI (when built with it), world cross-check, device binding, thread count,
-//! backend choice and the cross-rank config comparison.
+//! Start-up of a rank: MPI (when built with it), world cross-check, the device and backend agreed by
+//! every rank, thread count, the watchdog, and the cross-rank config comparison.
 use tch::Device;
 
+use super::abort;
 use super::comm::{Comm, LocalComm};
-use super::device;
+use super::device::{self, RankView};
+use super::watchdog::{self, Watchdog, WatchedComm};
 use super::world::{self, World};
 use crate::config::{BackendKind, Config};
 use crate::error::{Error, Result};
 
 pub struct Rank {
-    pub comm: Box<dyn Comm>,
+    /// The job's communicator. It lives as long as the process: a rank joins one job, and a
+    /// communicator must outlive every error path (which aborts it rather than tearing it down).
+    pub comm: &'static dyn Comm,
     pub world: World,
     pub device: Device,
 }
@@ -17,18 +21,73 @@ pub struct Rank {
 /// Joins the run: every rank of an mpirun/srun launch calls this first.
 pub fn join(cfg: &Config) -> Result<Rank> {
     let (bootstrap, world) = bootstrap()?;
+    abort::set_identity(world.rank, world.size);
     world::cross_check(&world, &|k| std::env::var(k).ok())?;
-    // Bind the GPU before anything else touches CUDA.
-    let device = device::pick_device(world.local_rank);
-    if device == Device::Cpu {
-        tch::set_num_threads(device::cpu_threads(cfg.train.threads, world.local_size));
+    let timeout = watchdog::timeout_from_secs(cfg.dist.timeout_s)?;
+    // Collectives from here on are bounded: the views and config hashes below are the first.
+    let dog = (world.size > 1).then(|| Watchdog::start(world.rank, timeout));
+    let bootstrap: Box<dyn Comm> = match &dog {
+        Some(d) => Box::new(WatchedComm::new(bootstrap, d.clone())),
+        None => bootstrap,
+    };
+    let views = gather_views(bootstrap.as_ref())?;
+    let plan = device::plan(cfg.dist.backend, world.rank, &views, cfg.train.threads)?;
+    if plan.device == Device::Cpu {
+        tch::set_num_threads(plan.threads);
     }
-    let comm = choose_backend(cfg.dist.backend, bootstrap, &world, device)?;
-    check_same_config(comm.as_ref(), cfg)?;
+    let comm: Box<dyn Comm> = match plan.backend {
+        BackendKind::Nccl => nccl(bootstrap, plan.device, dog.as_ref())?,
+        // One rank: no collective to run (MPI stays initialised for finalize).
+        BackendKind::Local => Box::new(LocalComm),
+        _ => bootstrap,
+    };
+    let comm: &'static dyn Comm = Box::leak(comm);
+    check_same_config(comm, cfg)?;
     Ok(Rank {
         comm,
         world,
-        device,
+        device: plan.device,
+    })
+}
+
+/// Ends MPI on the success path (every rank calls it), bounded by the watchdog like a collective.
+pub fn finalize(comm: &dyn Comm) {
+    let _in_flight = comm.watchdog().map(|d| d.enter("MPI_Finalize", 0));
+    #[cfg(feature = "mpi")]
+    super::mpi::finalize();
+}
+
+fn gather_views(comm: &dyn Comm) -> Result<Vec<RankView>> {
+    let mine = serde_json::to_vec(&RankView::probe()).expect("serialisable");
+    comm.all_gather_bytes(&mine)?
+        .iter()
+        .enumerate()
+        .map(|(r, b)| {
+            serde_json::from_slice(b)
+                .map_err(|e| Error::Dist(format!("rank {r} sent an unreadable device view: {e}")))
+        })
+        .collect()
+}
+
+fn nccl(bootstrap: Box<dyn Comm>, device: Device, dog: Option<&Watchdog>) -> Result<Box<dyn Comm>> {
+    let Device::Cuda(index) = device else {
+        return Err(Error::Dist(
+            "the NCCL backend needs this rank on a CUDA device".into(),
+        ));
+    };
+    device::require_cuda("`dist.backend` = \"nccl\"")?;
+    let nccl = super::nccl::NcclComm::new(bootstrap, index)?;
+    let handle = nccl.abort_handle();
+    let on_abort = handle.clone();
+    abort::on_abort_comm(move || {
+        let _ = on_abort.abort();
+    });
+    Ok(match dog {
+        Some(d) => {
+            d.watch_async_errors(move || handle.check_async_error());
+            Box::new(WatchedComm::new(Box::new(nccl), d.clone()))
+        }
+        None => Box::new(nccl),
     })
 }
 
@@ -56,39 +115,9 @@ fn bootstrap() -> Result<(Box<dyn Comm>, World)> {
     Ok((Box::new(LocalComm), World::single()))
 }
 
-fn choose_backend(
-    kind: BackendKind,
-    bootstrap: Box<dyn Comm>,
-    world: &World,
-    device: Device,
-) -> Result<Box<dyn Comm>> {
-    let cuda = device != Device::Cpu;
-    let kind = match kind {
-        BackendKind::Auto if world.size == 1 => BackendKind::Local,
-        BackendKind::Auto if cuda => BackendKind::Nccl,
-        BackendKind::Auto => BackendKind::Mpi,
-        k => k,
-    };
-    match kind {
-        BackendKind::Local if world.size > 1 => Err(Error::Dist(format!(
-            "`dist.backend` = \"local\" but {} ranks were started",
-            world.size
-        ))),
-        BackendKind::Local => Ok(Box::new(LocalComm)),
-        BackendKind::Mpi if cuda => Err(Error::Dist(
-            "`dist.backend` = \"mpi\" takes CPU tensors, but this rank trains on CUDA; use \"nccl\" or \"auto\"".into(),
-        )),
-        BackendKind::Mpi if bootstrap.name() == "mpi" => Ok(bootstrap),
-        BackendKind::Mpi => Err(Error::Dist("`dist.backend` = \"mpi\" but sagan was built without MPI".into())),
-        BackendKind::Nccl => {
-            device::require_cuda("`dist.backend` = \"nccl\"")?;
-            let Device::Cuda(index) = device else {
-                return Err(Error::Dist("`dist.backend` = \"nccl\" needs this rank on a CUDA device".into()));
-            };
-            Ok(Box::new(super::nccl::NcclComm::new(bootstrap, index)?))
-        }
-        BackendKind::Auto => unreachable!("resolved above"),
-    }
+/// A communicator for code that runs one process without a launcher (tests, tools).
+pub fn local() -> &'static dyn Comm {
+    &LocalComm
 }
 
 /// Every rank must train the same config: compare hashes and name the ranks that differ.

@@ -1,4 +1,6 @@
 //! Ranks, devices and the collectives that keep replicas identical.
+pub mod abort;
+pub mod agree;
 pub mod buckets;
 pub mod comm;
 pub mod device;
@@ -7,6 +9,7 @@ pub mod launch;
 pub mod mpi;
 pub mod nccl;
 pub mod sync;
+pub mod watchdog;
 pub mod world;
 
 pub use comm::{Comm, LocalComm};

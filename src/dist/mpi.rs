@@ -3,6 +3,7 @@
 //! rsmpi has no in-place all-reduce, so the tensor path calls `MPI_Allreduce` directly with the
 //! library's `MPI_IN_PLACE` sentinel. Counts are `int` in MPI: large buffers go in chunks.
 use std::os::raw::{c_int, c_void};
+use std::sync::Mutex;
 
 use mpi::datatype::PartitionMut;
 use mpi::raw::AsRaw;
@@ -10,6 +11,7 @@ use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::*;
 use tch::{Device, Kind, Tensor};
 
+use super::abort;
 use super::comm::Comm;
 use crate::error::{Error, Result};
 
@@ -17,19 +19,29 @@ use crate::error::{Error, Result};
 const MAX_CHUNK: i64 = 1 << 30;
 
 pub struct MpiComm {
-    // Finalises MPI when dropped, after the communicators below.
-    _universe: mpi::environment::Universe,
     world: SimpleCommunicator,
     in_place: *mut c_void,
     pub local_rank: usize,
     pub local_size: usize,
 }
 
-/// Initialises MPI once per process.
+/// MPI stays initialised until [`finalize`]: dropping a communicator must never finalise, because
+/// MPI_Finalize waits for every rank, and a rank on its way out with an error would then hang.
+static UNIVERSE: Mutex<Option<mpi::environment::Universe>> = Mutex::new(None);
+
+/// Initialises MPI once per process and registers MPI_Abort as the way to end the job.
 pub fn init() -> Result<MpiComm> {
     let universe = mpi::initialize()
         .ok_or_else(|| Error::Dist("MPI was already initialised in this process".into()))?;
     let world = universe.world();
+    *UNIVERSE.lock().unwrap_or_else(|p| p.into_inner()) = Some(universe);
+    abort::set_job_abort(|code| {
+        // SAFETY: MPI is initialised (it is finalised only on the success path, which never aborts
+        // afterwards), and MPI_Abort on MPI_COMM_WORLD takes no pointers.
+        unsafe {
+            mpi::ffi::MPI_Abort(mpi::ffi::RSMPI_COMM_WORLD, code);
+        }
+    });
     let shared = world.split_shared(world.rank());
     let version = mpi::environment::library_version().unwrap_or_default();
     // MPI_IN_PLACE is a macro, not a symbol; these are its values in the two MPI families.
@@ -46,10 +58,14 @@ pub fn init() -> Result<MpiComm> {
     Ok(MpiComm {
         local_rank: shared.rank() as usize,
         local_size: shared.size() as usize,
-        _universe: universe,
         world,
         in_place,
     })
+}
+
+/// Finalises MPI (a collective: every rank must get here). Only the success path calls it.
+pub fn finalize() {
+    drop(UNIVERSE.lock().unwrap_or_else(|p| p.into_inner()).take());
 }
 
 fn check_cpu_tensor(t: &Tensor, op: &str) -> Result<mpi::ffi::MPI_Datatype> {

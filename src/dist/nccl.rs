@@ -877,6 +877,14 @@ impl Comm for NcclComm {
     fn barrier(&self) -> Result<()> {
         self.bootstrap.barrier()
     }
+
+    /// Waits for the null stream, where the collectives run, then reports any asynchronous error.
+    fn wait(&self) -> Result<()> {
+        if let Device::Cuda(index) = self.device {
+            tch::Cuda::synchronize(index as i64);
+        }
+        self.shared.check_async_error()
+    }
 }
 
 impl Drop for NcclComm {

@@ -52,6 +52,36 @@ pub fn fingerprint(t: &Tensor) -> u64 {
     h
 }
 
+/// Fails, naming them, when any tensor differs between ranks (after a broadcast that must have
+/// made them equal, e.g. the state a resume loaded on rank 0).
+pub fn verify_identical(comm: &dyn Comm, tensors: &[(String, Tensor)]) -> Result<()> {
+    if comm.size() == 1 {
+        return Ok(());
+    }
+    let mine: Vec<u8> = tensors
+        .iter()
+        .flat_map(|(_, t)| fingerprint(t).to_le_bytes())
+        .collect();
+    let all = comm.all_gather_bytes(&mine)?;
+    let differing: Vec<&str> = tensors
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| {
+            all.iter()
+                .any(|a| a.get(i * 8..i * 8 + 8) != mine.get(i * 8..i * 8 + 8))
+        })
+        .map(|(_, (n, _))| n.as_str())
+        .take(5)
+        .collect();
+    if differing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Dist(format!(
+        "ranks hold different state after the start-up broadcast ({}...)",
+        differing.join(", ")
+    )))
+}
+
 /// Compares every tensor across ranks; those that differ from rank 0 anywhere are re-broadcast from
 /// rank 0. Every rank reaches the same decision (fingerprints are all-gathered). Returns the names
 /// of the repaired tensors.

@@ -21,6 +21,31 @@ impl World {
     }
 }
 
+/// This machine's host name (path separators and whitespace replaced, "localhost" when unknown).
+pub fn hostname() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let name: String = raw
+        .trim()
+        .chars()
+        .map(|c| {
+            if c == '/' || c.is_whitespace() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        "localhost".to_owned()
+    } else {
+        name
+    }
+}
+
 /// The launcher's view of rank and size, if any launcher variables are set.
 pub fn launcher_view(env: &dyn Fn(&str) -> Option<String>) -> Option<(String, usize, usize)> {
     let num = |k: &str| env(k).and_then(|v| v.trim().parse::<usize>().ok());

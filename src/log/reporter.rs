@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use tch::Tensor;
 
-use super::tensorboard::EventWriter;
+use super::tensorboard::{drop_events_after, EventWriter};
 use crate::error::{IoContext, Result};
 use crate::metrics::eval::Scores;
 use crate::train::StepStats;
@@ -28,14 +28,30 @@ pub struct StepReport<'a> {
 }
 
 impl Reporter {
-    pub fn create(dir: &Path, config_toml: &str) -> Result<Self> {
+    /// Opens rank 0's outputs in `dir`. A fresh run starts new files; a resumed run (`resumed_at`
+    /// = the checkpoint's step) first drops whatever the interrupted run logged after that step
+    /// from metrics.jsonl and the event files, so TensorBoard and the metrics show one run in which
+    /// every step appears once, then appends.
+    pub fn open(dir: &Path, config_toml: &str, resumed_at: Option<i64>) -> Result<Self> {
         std::fs::create_dir_all(dir).at(dir)?;
         let cfg_path = dir.join("config.toml");
         std::fs::write(&cfg_path, config_toml).at(&cfg_path)?;
         let metrics_path = dir.join("metrics.jsonl");
-        let metrics = std::fs::File::create(&metrics_path).at(&metrics_path)?;
+        let metrics = match resumed_at {
+            Some(step) => {
+                trim_outputs_after(dir, &metrics_path, step)?;
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&metrics_path)
+                    .at(&metrics_path)?
+            }
+            None => std::fs::File::create(&metrics_path).at(&metrics_path)?,
+        };
         let mut tb = EventWriter::create(dir)?;
-        tb.add_text("config", &format!("```toml\n{config_toml}\n```"), 0)?;
+        if resumed_at.is_none() {
+            tb.add_text("config", &format!("```toml\n{config_toml}\n```"), 0)?;
+        }
         Ok(Self {
             metrics,
             metrics_path,
@@ -83,7 +99,8 @@ impl Reporter {
             self.tb
                 .add_scalar(&format!("attention_gamma/{name}"), *g, r.step)?;
         }
-        Ok(())
+        // Everything of a reporting step is on disk before the next one starts.
+        self.flush()
     }
 
     pub fn scores(&mut self, step: i64, label: &str, sc: &Scores) -> Result<()> {
@@ -110,6 +127,49 @@ impl Reporter {
     }
 
     pub fn flush(&mut self) -> Result<()> {
+        self.metrics.flush().at(&self.metrics_path)?;
         self.tb.flush()
     }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            eprintln!("warning: logs not fully written: {e}");
+        }
+    }
+}
+
+/// Removes what a run logged after `step`: lines of metrics.jsonl, events, and sample images.
+fn trim_outputs_after(dir: &Path, metrics_path: &Path, step: i64) -> Result<()> {
+    if metrics_path.exists() {
+        let text = std::fs::read_to_string(metrics_path).at(metrics_path)?;
+        let kept: String = text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v["step"].as_i64())
+                    .is_some_and(|s| s <= step)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let tmp = metrics_path.with_extension("jsonl.tmp");
+        std::fs::write(&tmp, kept).at(&tmp)?;
+        std::fs::rename(&tmp, metrics_path).at(metrics_path)?;
+    }
+    for entry in std::fs::read_dir(dir).at(dir)?.filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("events.out.tfevents.") {
+            drop_events_after(&entry.path(), step)?;
+        }
+        let sample_step = name
+            .strip_prefix("samples_")
+            .and_then(|r| r.strip_suffix(".png"))
+            .and_then(|n| n.parse::<i64>().ok());
+        if sample_step.is_some_and(|s| s > step) {
+            std::fs::remove_file(entry.path()).at(entry.path())?;
+        }
+    }
+    Ok(())
 }

@@ -42,7 +42,7 @@ impl EventWriter {
             .map_or(0, |d| d.as_secs());
         let stem = format!(
             "events.out.tfevents.{secs}.{}.{}",
-            hostname(),
+            crate::dist::world::hostname(),
             std::process::id()
         );
         // A second writer in the same directory, process and second must not truncate the first.
@@ -246,36 +246,78 @@ impl Drop for EventWriter {
     }
 }
 
+/// Rewrites an event file without the events of steps after `step` (what a resumed run will log
+/// again), keeping the rest byte for byte; a record torn by a crash is dropped too. Returns how many
+/// events were removed.
+pub fn drop_events_after(path: &Path, step: i64) -> Result<usize> {
+    let bytes = std::fs::read(path).at(path)?;
+    let mut kept = Vec::with_capacity(bytes.len());
+    let mut removed = 0;
+    let mut at = 0;
+    while let Some((record, data)) = next_record(&bytes, at) {
+        at = record.end;
+        if event_step(data).unwrap_or(0) <= step {
+            kept.extend_from_slice(&bytes[record]);
+        } else {
+            removed += 1;
+        }
+    }
+    if removed > 0 || at < bytes.len() {
+        let tmp = path.with_extension("trim");
+        std::fs::write(&tmp, &kept).at(&tmp)?;
+        std::fs::rename(&tmp, path).at(path)?;
+    }
+    Ok(removed)
+}
+
+/// The TFRecord at `at`: its whole byte range and its payload, if complete and intact.
+fn next_record(bytes: &[u8], at: usize) -> Option<(std::ops::Range<usize>, &[u8])> {
+    let header = bytes.get(at..at + 12)?;
+    let len = u64::from_le_bytes(header[..8].try_into().ok()?) as usize;
+    if masked_crc32c(&header[..8]) != u32::from_le_bytes(header[8..12].try_into().ok()?) {
+        return None;
+    }
+    let data = bytes.get(at + 12..at + 12 + len)?;
+    let crc = bytes.get(at + 12 + len..at + 16 + len)?;
+    (masked_crc32c(data) == u32::from_le_bytes(crc.try_into().ok()?))
+        .then_some((at..at + 16 + len, data))
+}
+
+/// `Event.step` (field 2, a varint) of an encoded event, if present.
+fn event_step(event: &[u8]) -> Option<i64> {
+    let mut at = 0;
+    let varint = |at: &mut usize| -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *event.get(*at)?;
+            *at += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    };
+    while at < event.len() {
+        let key = varint(&mut at)?;
+        match (key >> 3, key & 7) {
+            (2, 0) => return Some(varint(&mut at)? as i64),
+            (_, 0) => {
+                varint(&mut at)?;
+            }
+            (_, 1) => at += 8,
+            (_, 2) => at += varint(&mut at)? as usize,
+            (_, 5) => at += 4,
+            _ => return None,
+        }
+    }
+    None
+}
+
 fn wall_time() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// Hostname for the file name, the way TensorFlow names event files; dots are kept, but path
-/// separators and whitespace could not be.
-fn hostname() -> String {
-    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_default();
-    let name: String = raw
-        .trim()
-        .chars()
-        .map(|c| {
-            if c == '/' || c.is_whitespace() {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
-    if name.is_empty() {
-        "localhost".to_owned()
-    } else {
-        name
-    }
 }
 
 fn encode_png(
@@ -455,6 +497,33 @@ fn masked_crc32c(data: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_after_a_step_are_dropped_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = EventWriter::create(dir.path()).unwrap();
+        for step in [0, 5, 10, 15] {
+            w.add_scalar("x", step as f64, step).unwrap();
+        }
+        w.flush().unwrap();
+        let path = w.path().to_path_buf();
+        drop(w);
+        // A torn record at the end, as a SIGKILL mid-write leaves it.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(&[7, 0, 0]);
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(drop_events_after(&path, 5).unwrap(), 2);
+        let bytes = std::fs::read(&path).unwrap();
+        let mut steps = Vec::new();
+        let mut at = 0;
+        while let Some((r, data)) = next_record(&bytes, at) {
+            at = r.end;
+            steps.push(event_step(data));
+        }
+        assert_eq!(at, bytes.len());
+        // The file header has no step; then the scalars of steps 0 and 5.
+        assert_eq!(steps, vec![None, Some(0), Some(5)]);
+    }
 
     #[test]
     fn crc32c_matches_known_vectors() {

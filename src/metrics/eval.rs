@@ -226,11 +226,14 @@ pub fn evaluate_checkpoint(
     device: Device,
     weights: &std::path::Path,
 ) -> Result<Option<Scores>> {
-    let mut g = crate::model::Generator::new(&cfg.model, device)?;
-    g.vs.load(weights).map_err(|e| Error::Checkpoint {
-        path: weights.to_path_buf(),
-        msg: format!("not a generator for this config's model section: {e}"),
-    })?;
+    let g = crate::model::Generator::new(&cfg.model, device)?;
+    let file = crate::checkpoint::weights::read(weights, None)?;
+    crate::checkpoint::weights::copy_into(
+        weights,
+        "G_ema",
+        &crate::model::named_variables(&g.vs),
+        &file.tensors,
+    )?;
     g.sn.refresh(crate::model::SnMode::Detached);
     let net = FeatureNet::load(&cfg.eval, device)?;
     let data = Dataset::load(&cfg.data, &cfg.model)?;

@@ -47,6 +47,8 @@ impl Discriminator {
         }
         let linear = SnLinear::new(&sn, &root / "linear", c, 1, true);
         let embed = SnEmbedding::new(&sn, &root / "embed", m.num_classes, c);
+        // sigma is the top singular value from the first forward on, not noise from random u, v.
+        sn.warm_up();
         Ok(Self {
             vs,
             sn,

@@ -46,6 +46,8 @@ impl Generator {
         }
         let bn = AffineBatchNorm::new(&root / "bn", c, m.bn_eps, m.bn_momentum);
         let out = SnConv2d::new(&sn, &root / "out", c, m.img_channels, 3, true);
+        // sigma is the top singular value from the first forward on, not noise from random u, v.
+        sn.warm_up();
         Ok(Self {
             vs,
             sn,
@@ -77,6 +79,15 @@ impl Generator {
         }
         let h = self.bn.forward(&h, mode).relu();
         (self.out.forward(&h).tanh(), maps)
+    }
+
+    /// The names of the attention blocks (`attention.1`: after block 1), in order, as their
+    /// variables are named in weights files.
+    pub fn attention_names(&self) -> Vec<String> {
+        (0..self.attention.len())
+            .filter(|&i| self.attention[i].is_some())
+            .map(|i| format!("attention.{i}"))
+            .collect()
     }
 
     pub fn gammas(&self) -> Vec<Tensor> {

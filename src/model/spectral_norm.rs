@@ -18,6 +18,12 @@ pub enum SnMode {
     Detached,
 }
 
+/// Sigma has settled when one more iteration moves it by less than this, relatively.
+const WARM_UP_TOLERANCE: f64 = 1e-6;
+/// Enough for every layer of the shipped architectures to settle well inside the tolerance above;
+/// the bound only matters for pathological (near-degenerate) spectra.
+const WARM_UP_MAX_ITERATIONS: usize = 500;
+
 pub struct SpectralNorm {
     pub weight: Tensor,
     pub u: Tensor,
@@ -70,15 +76,36 @@ impl SpectralNorm {
         self.weight.view([self.weight.size()[0], -1])
     }
 
+    /// One power iteration: updates u and v from the current W, nothing else.
+    pub fn power_iteration(&self) {
+        tch::no_grad(|| {
+            let w = self.matrix();
+            let v = l2_normalise(&w.tr().mv(&self.u), self.eps);
+            let u = l2_normalise(&w.mv(&v), self.eps);
+            self.v.shallow_clone().copy_(&v);
+            self.u.shallow_clone().copy_(&u);
+        });
+    }
+
+    /// Power iterations until sigma settles (relative change below `tol`, at most `max` rounds),
+    /// so that sigma is the top singular value from the start rather than the estimate of random u
+    /// and v. Deterministic: ranks that start from the same u, v and W end identical.
+    pub fn warm_up(&self, tol: f64, max: usize) {
+        let mut last = self.sigma();
+        for _ in 0..max {
+            self.power_iteration();
+            let sigma = self.sigma();
+            let settled = (sigma - last).abs() <= tol * sigma.abs();
+            last = sigma;
+            if settled {
+                break;
+            }
+        }
+    }
+
     pub fn refresh(&self, mode: SnMode) {
         if mode == SnMode::PowerIteration {
-            tch::no_grad(|| {
-                let w = self.matrix();
-                let v = l2_normalise(&w.tr().mv(&self.u), self.eps);
-                let u = l2_normalise(&w.mv(&v), self.eps);
-                self.v.shallow_clone().copy_(&v);
-                self.u.shallow_clone().copy_(&u);
-            });
+            self.power_iteration();
         }
         let compute = || {
             let sigma = self.u.dot(&self.matrix().mv(&self.v));
@@ -132,6 +159,27 @@ impl SnRegistry {
         for l in self.layers.borrow().iter() {
             l.refresh(mode);
         }
+    }
+
+    /// One power iteration on every layer, without normalising (G_ema tracks its own averaged
+    /// weights this way, once per EMA update).
+    pub fn power_iteration(&self) {
+        for l in self.layers.borrow().iter() {
+            l.power_iteration();
+        }
+    }
+
+    /// Converges every layer's u and v (see [`SpectralNorm::warm_up`]); networks do this once, at
+    /// construction.
+    pub fn warm_up(&self) {
+        for l in self.layers.borrow().iter() {
+            l.warm_up(WARM_UP_TOLERANCE, WARM_UP_MAX_ITERATIONS);
+        }
+    }
+
+    /// The layers, in construction order (for tests and diagnostics).
+    pub fn layers(&self) -> Vec<Rc<SpectralNorm>> {
+        self.layers.borrow().clone()
     }
 
     pub fn len(&self) -> usize {

@@ -1,8 +1,12 @@
 //! The training loop and its parts.
 pub mod adam;
+pub mod checkpointing;
 pub mod ema;
 pub mod loss;
+pub mod preemption;
 pub mod run;
+pub mod run_dir;
+pub mod schedule;
 pub mod trainer;
 
 pub use trainer::{StepStats, Trainer};

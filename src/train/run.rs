@@ -1,12 +1,21 @@
-//! `sagan train`: drives the trainer; rank 0 reports (console, metrics.jsonl, TensorBoard) and
-//! writes samples and weights; every rank takes part in evaluation.
+//! `sagan train`: the loop around the trainer. After every step it runs the duties the
+//! [`Schedule`] says are due; rank 0 alone reports (console, metrics.jsonl, TensorBoard) and writes
+//! samples, checkpoints and weights; every rank takes part in evaluation and in every collective
+//! decision (preemption, checkpoints).
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use tch::Tensor;
 
+use super::checkpointing::{self, RunRecord, StartPoint};
+use super::preemption::Preemption;
+use super::run_dir::{self, StartMode};
+use super::schedule::{Duty, Schedule};
 use super::trainer::{StepStats, Trainer};
-use crate::error::{Error, IoContext, Result};
+use crate::checkpoint::{self, BestScore, Checkpointer};
+use crate::dist::agree;
+use crate::error::{Error, Result};
 use crate::log::{Reporter, StepReport};
 use crate::metrics::eval::{self, FeatureNet, Scores};
 use crate::metrics::FidStats;
@@ -20,14 +29,28 @@ pub struct RunSummary {
     pub world_size: usize,
     pub global_batch: i64,
     pub final_stats: StepStats,
+    /// Median seconds per step of this process's part of the run (since its last resume).
     pub median_step_seconds: f64,
     pub images_per_second: f64,
-    pub gammas: Vec<f64>,
+    pub gammas: BTreeMap<String, f64>,
     pub resyncs: usize,
     pub feature_net: Option<String>,
-    pub eval_start: Option<Scores>,
+    pub eval_start: Option<serde_json::Value>,
     pub eval_end: Option<Scores>,
+    pub best: Option<BestScore>,
+    /// Steps trained by this process (fewer than `steps` after a resume).
+    pub steps_this_session: usize,
     pub run_dir: PathBuf,
+}
+
+/// How `sagan train` ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Finished(Box<RunSummary>),
+    /// A signal asked to stop: checkpointed at this step (exit 75, resume with --resume).
+    Preempted {
+        step: i64,
+    },
 }
 
 struct Evaluator {
@@ -36,10 +59,19 @@ struct Evaluator {
 }
 
 impl Evaluator {
+    fn new(t: &Trainer) -> Result<Option<Self>> {
+        if !t.cfg.eval.enabled {
+            return Ok(None);
+        }
+        let net = FeatureNet::load(&t.cfg.eval, t.device)?;
+        let reference = eval::reference_stats(t.comm, &t.cfg.eval, &net, &t.data, t.device)?;
+        Ok(Some(Evaluator { net, reference }))
+    }
+
     fn run(&self, t: &Trainer) -> Result<Option<Scores>> {
         let m = &t.cfg.model;
         eval::evaluate(
-            t.comm.as_ref(),
+            t.comm,
             &self.net,
             &self.reference,
             &|z: &Tensor, y: &Tensor| t.sample(z, y),
@@ -52,192 +84,378 @@ impl Evaluator {
     }
 }
 
-pub fn run(mut t: Trainer) -> Result<RunSummary> {
-    let dir = t.cfg.output.dir.clone();
-    let mut reporter = if t.comm.rank() == 0 {
-        let r = Reporter::create(&dir, &t.cfg.to_toml())?;
-        println!(
-            "sagan: {} rank(s), backend {}, device {:?}, G {} params, D {} params, {} steps of global batch {}",
-            t.comm.size(),
-            t.comm.name(),
-            t.device,
-            model::parameter_count(&t.g.vs),
-            model::parameter_count(&t.d.vs),
-            t.cfg.train.steps,
-            t.cfg.train.batch_size
-        );
-        Some(r)
-    } else {
-        None
-    };
-    let evaluator = if t.cfg.eval.enabled {
-        let net = FeatureNet::load(&t.cfg.eval, t.device)?;
-        let reference =
-            eval::reference_stats(t.comm.as_ref(), &t.cfg.eval, &net, &t.data, t.device)?;
-        Some(Evaluator { net, reference })
-    } else {
-        None
-    };
-    let label = evaluator.as_ref().map(|e| e.net.label().to_string());
-    let mut eval_start = None;
-    let evaluate = |t: &Trainer, reporter: &mut Option<Reporter>| -> Result<Option<Scores>> {
-        let Some(e) = &evaluator else { return Ok(None) };
-        let scores = e.run(t)?;
-        if let (Some(r), Some(sc)) = (reporter.as_mut(), &scores) {
-            r.scores(t.step, e.net.label(), sc)?;
-        }
-        Ok(scores)
-    };
-    if t.cfg.eval.at_start {
-        eval_start = evaluate(&t, &mut reporter)?;
-    }
+/// Rank 0's writers.
+struct Outputs {
+    reporter: Reporter,
+    checkpoints: Checkpointer,
+}
 
-    let (grid_z, grid_y) = samples::fixed_inputs(
-        t.cfg.model.num_classes,
-        10,
-        t.cfg.model.z_dim,
-        t.cfg.train.seed as u64 ^ 0x5a6a,
+/// One run of the loop: the trainer and everything its duties need.
+struct Run {
+    t: Trainer,
+    evaluator: Option<Evaluator>,
+    out: Option<Outputs>,
+    record: RunRecord,
+    grid: (Tensor, Tensor),
+    schedule: Schedule,
+    preemption: Preemption,
+    step_times: Vec<f64>,
+    stats: StepStats,
+    /// The step of the newest checkpoint, known to every rank (checkpoints start with collectives).
+    last_checkpoint: Option<i64>,
+}
+
+pub fn run(mut t: Trainer, mode: StartMode) -> Result<Outcome> {
+    // Everything that can fail comes before anything is written to the run directory.
+    let evaluator = Evaluator::new(&t)?;
+    let (start, found) = checkpointing::decide_start(&t, &mode)?;
+    let rank0 = t.comm.rank() == 0;
+    if rank0 {
+        for note in &start.notes {
+            println!("sagan: {note}");
+        }
+    }
+    if let Some(state) = &start.resumed {
+        checkpointing::restore(&mut t, state, found)?;
+    }
+    let preemption = Preemption::install()?;
+    let out = if rank0 {
+        Some(open_outputs(&t, &start)?)
+    } else {
+        None
+    };
+    let record = RunRecord {
+        best: start.resumed.as_ref().and_then(|s| s.best),
+        eval_start: start.resumed.as_ref().and_then(|s| s.eval_start.clone()),
+    };
+    let c = &t.cfg;
+    let classes = samples::grid_classes(c.model.num_classes, c.output.sample_classes);
+    let grid = samples::grid_inputs(
+        &classes,
+        c.output.samples_per_class,
+        c.model.z_dim,
+        c.train.seed as u64 ^ 0x5a6a,
         t.device,
     );
-    let mut step_times = Vec::new();
-    let mut stats = StepStats::default();
-    let started = Instant::now();
-    let total = t.cfg.train.steps;
-    while t.step < total {
-        let t0 = Instant::now();
-        stats = t.train_step()?;
-        step_times.push(t0.elapsed().as_secs_f64());
-        let step = t.step;
-        let log_every = t.cfg.train.log_every;
-        if let Some(r) = reporter
-            .as_mut()
-            .filter(|_| step % log_every == 0 || step == total)
-        {
-            let recent = &step_times[step_times.len().saturating_sub(log_every as usize)..];
-            let per_step = recent.iter().sum::<f64>() / recent.len() as f64;
-            r.step(&StepReport {
-                step,
-                stats: &stats,
-                gammas: &t.named_gammas(),
-                resyncs: t.resyncs,
-                lr_g: t.opt_g.lr,
-                lr_d: t.opt_d.lr,
-                images_per_second: t.cfg.train.batch_size as f64 / per_step,
-                seconds_per_step: per_step,
-            })?;
-        }
-        let every = t.cfg.train.sample_every;
-        if every > 0 && step % every == 0 && step != total {
-            // Every rank takes part in the average; rank 0 alone draws and writes.
-            t.average_bn_statistics()?;
-            if let Some(r) = reporter.as_mut() {
-                write_grids(
-                    &t,
-                    r,
-                    &grid_z,
-                    &grid_y,
-                    Some(&dir.join(format!("samples_{step:06}.png"))),
-                )?;
-            }
-        }
-        let eval_every = t.cfg.eval.every;
-        if eval_every > 0 && step % eval_every == 0 && step != total {
-            evaluate(&t, &mut reporter)?;
-        }
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    t.average_bn_statistics()?;
-    let eval_end = evaluate(&t, &mut reporter)?;
-    if t.cfg.dist.dump_rank_state {
-        let d = dir.join("rank_state");
-        std::fs::create_dir_all(&d).at(&d)?;
-        save_weights(
-            &t.replicated_state(),
-            &d.join(format!("rank{}.safetensors", t.comm.rank())),
-        )?;
-    }
-    let summary = RunSummary {
-        steps: t.step,
-        world_size: t.comm.size(),
-        global_batch: t.cfg.train.batch_size,
-        final_stats: stats,
-        median_step_seconds: median(&mut step_times),
-        images_per_second: t.cfg.train.batch_size as f64 * t.step as f64 / elapsed.max(1e-9),
-        gammas: t.gammas(),
-        resyncs: t.resyncs,
-        feature_net: label.clone(),
-        eval_start,
-        eval_end,
-        run_dir: dir.clone(),
+    let run = Run {
+        schedule: Schedule::new(&t.cfg),
+        t,
+        evaluator,
+        out,
+        record,
+        grid,
+        preemption,
+        step_times: Vec::new(),
+        stats: StepStats::default(),
+        last_checkpoint: None,
     };
-    if let Some(r) = reporter.as_mut() {
-        write_grids(&t, r, &grid_z, &grid_y, Some(&dir.join("samples.png")))?;
-        r.flush()?;
-        for (name, vs) in [("G", &t.g.vs), ("D", &t.d.vs), ("G_ema", &t.g_ema.vs)] {
-            save_weights(
-                &model::named_variables(vs),
-                &dir.join(format!("{name}.safetensors")),
-            )?;
-        }
-        let p = dir.join("summary.json");
-        std::fs::write(
-            &p,
-            serde_json::to_string_pretty(&summary).expect("serialisable"),
-        )
-        .at(&p)?;
-        let s = &stats;
-        println!(
-            "done: {} steps in {:.1} s, median {:.3} s/step, {:.1} images/s; final D loss {:.4} (real {:.4} + fake {:.4}), G loss {:.4}; samples in {}",
-            t.step,
-            elapsed,
-            summary.median_step_seconds,
-            summary.images_per_second,
-            s.d_loss_real + s.d_loss_fake,
-            s.d_loss_real,
-            s.d_loss_fake,
-            s.g_loss,
-            dir.join("samples.png").display()
-        );
-        if let (Some(l), Some(a), Some(b)) = (&label, &summary.eval_start, &summary.eval_end) {
+    run.announce();
+    run.train()
+}
+
+fn open_outputs(t: &Trainer, start: &StartPoint) -> Result<Outputs> {
+    let dir = &t.cfg.output.dir;
+    if start.clear_outputs {
+        run_dir::clear(dir)?;
+    }
+    let resumed_at = start.resumed.as_ref().map(|s| s.step);
+    Ok(Outputs {
+        reporter: Reporter::open(dir, &t.cfg.to_toml(), resumed_at)?,
+        checkpoints: Checkpointer::new(dir, t.cfg.train.keep_checkpoints as usize),
+    })
+}
+
+impl Run {
+    fn announce(&self) {
+        let t = &self.t;
+        if t.comm.rank() == 0 {
             println!(
-                "FID_{l}: {:.3} at step 0 -> {:.3} at step {}; IS_{l}: {:.3} -> {:.3}",
-                a.fid, b.fid, t.step, a.is_mean, b.is_mean
+                "sagan: {} rank(s), backend {}, device {:?}, G {} params, D {} params, steps {} to {} of global batch {}",
+                t.comm.size(),
+                t.comm.name(),
+                t.device,
+                model::parameter_count(&t.g.vs),
+                model::parameter_count(&t.d.vs),
+                t.step + 1,
+                t.cfg.train.steps,
+                t.cfg.train.batch_size
             );
         }
     }
-    Ok(summary)
+
+    fn train(mut self) -> Result<Outcome> {
+        if self.t.step == 0 && self.t.cfg.eval.at_start {
+            self.record.eval_start = self.evaluate()?.map(|s| serde_json::json!(s));
+        }
+        let started = Instant::now();
+        let total = self.t.cfg.train.steps;
+        while self.t.step < total {
+            let t0 = Instant::now();
+            self.stats = self.t.train_step()?;
+            self.step_times.push(t0.elapsed().as_secs_f64());
+            if let Some(o) = self.out.as_mut() {
+                o.checkpoints.poll()?;
+            }
+            for duty in self.schedule.due(self.t.step, total) {
+                match duty {
+                    Duty::Log => self.log()?,
+                    Duty::BufferCheck => drop(self.t.check_buffers()?),
+                    Duty::Samples => self.samples(None)?,
+                    Duty::Evaluate => self.periodic_evaluation()?,
+                    Duty::Checkpoint => self.checkpoint(false)?,
+                    Duty::Preemption if self.preempted()? => {
+                        return Ok(Outcome::Preempted { step: self.t.step })
+                    }
+                    Duty::Preemption => {}
+                }
+            }
+        }
+        self.finish(started.elapsed().as_secs_f64())
+    }
+
+    fn log(&mut self) -> Result<()> {
+        let Some(o) = self.out.as_mut() else {
+            return Ok(());
+        };
+        let t = &self.t;
+        let window = t.cfg.train.log_every as usize;
+        let recent = &self.step_times[self.step_times.len().saturating_sub(window)..];
+        let per_step = recent.iter().sum::<f64>() / recent.len().max(1) as f64;
+        o.reporter.step(&StepReport {
+            step: t.step,
+            stats: &self.stats,
+            gammas: &t.named_gammas(),
+            resyncs: t.resyncs,
+            lr_g: t.opt_g.lr,
+            lr_d: t.opt_d.lr,
+            images_per_second: t.cfg.train.batch_size as f64 / per_step,
+            seconds_per_step: per_step,
+        })
+    }
+
+    /// Sample grids and attention figures; every rank averages BN statistics, rank 0 draws.
+    fn samples(&mut self, png: Option<&Path>) -> Result<()> {
+        self.t.average_bn_statistics()?;
+        let Some(o) = self.out.as_mut() else {
+            return Ok(());
+        };
+        let dir = &self.t.cfg.output.dir;
+        let periodic = dir.join(format!("samples_{:06}.png", self.t.step));
+        let png = png.unwrap_or(&periodic);
+        write_grids(&self.t, &mut o.reporter, &self.grid, png)
+    }
+
+    fn evaluate(&mut self) -> Result<Option<Scores>> {
+        let Some(e) = &self.evaluator else {
+            return Ok(None);
+        };
+        self.t.average_bn_statistics()?;
+        let scores = e.run(&self.t)?;
+        if let (Some(o), Some(s)) = (self.out.as_mut(), &scores) {
+            o.reporter.scores(self.t.step, e.net.label(), s)?;
+        }
+        Ok(scores)
+    }
+
+    /// Evaluates; a new best score is checkpointed at once, so that its checkpoint can be kept.
+    fn periodic_evaluation(&mut self) -> Result<()> {
+        let scores = self.evaluate()?;
+        let best_here = self.note_best(scores.as_ref());
+        // Only rank 0 has the scores, and a checkpoint starts with a collective: it decides.
+        if agree::rank0_decides(self.t.comm, || Ok(best_here))? {
+            self.checkpoint(false)?;
+        }
+        Ok(())
+    }
+
+    /// Records a new best FID (rank 0, which has the scores); true when it is one.
+    fn note_best(&mut self, scores: Option<&Scores>) -> bool {
+        let step = self.t.step;
+        let better = |fid: f64| self.record.best.is_none_or(|b| fid < b.fid);
+        match scores {
+            Some(s) if better(s.fid) => {
+                self.record.best = Some(BestScore { step, fid: s.fid });
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A checkpoint of the current step: BN statistics averaged on every rank, then rank 0
+    /// snapshots and writes (in the background unless `wait`).
+    fn checkpoint(&mut self, wait: bool) -> Result<()> {
+        if self.last_checkpoint == Some(self.t.step) {
+            return match self.out.as_mut() {
+                Some(o) if wait => o.checkpoints.finish(),
+                _ => Ok(()),
+            };
+        }
+        self.last_checkpoint = Some(self.t.step);
+        self.t.average_bn_statistics()?;
+        let Some(o) = self.out.as_mut() else {
+            return Ok(());
+        };
+        let t0 = Instant::now();
+        let snap = checkpointing::snapshot(&self.t, &self.record)?;
+        o.checkpoints.submit(snap, t0.elapsed().as_secs_f64(), wait)
+    }
+
+    /// Whether any rank was signalled; if so, checkpoints and returns true once every rank knows
+    /// the checkpoint is complete.
+    fn preempted(&mut self) -> Result<bool> {
+        if let Some(sig) = self.preemption.received_here() {
+            eprintln!("sagan: {sig} received{}", crate::dist::abort::rank_suffix());
+        }
+        if !self.preemption.agreed(self.t.comm)? {
+            return Ok(false);
+        }
+        if self.t.comm.rank() == 0 {
+            println!(
+                "sagan: preempted: checkpointing at step {} and exiting with code {} (continue with --resume)",
+                self.t.step,
+                super::preemption::EXIT_PREEMPTED
+            );
+        }
+        self.checkpoint(true)?;
+        if let Some(o) = self.out.as_mut() {
+            o.reporter.flush()?;
+        }
+        // No rank leaves before rank 0 has the checkpoint on disk.
+        self.t.comm.barrier()?;
+        Ok(true)
+    }
+
+    fn finish(mut self, elapsed: f64) -> Result<Outcome> {
+        let eval_end = self.evaluate()?;
+        self.note_best(eval_end.as_ref());
+        let grid_png = self.t.cfg.output.dir.join("samples.png");
+        self.samples(Some(&grid_png))?;
+        self.checkpoint(true)?;
+        let t = &self.t;
+        if t.cfg.dist.dump_rank_state {
+            let d = t.cfg.output.dir.join("rank_state");
+            std::fs::create_dir_all(&d).map_err(|e| Error::Io {
+                path: d.clone(),
+                source: e,
+            })?;
+            save_weights(
+                &t.replicated_state(),
+                &d.join(format!("rank{}.safetensors", t.comm.rank())),
+                &BTreeMap::new(),
+            )?;
+        }
+        let summary = RunSummary {
+            steps: t.step,
+            world_size: t.comm.size(),
+            global_batch: t.cfg.train.batch_size,
+            final_stats: self.stats,
+            median_step_seconds: median(&mut self.step_times.clone()),
+            images_per_second: t.cfg.train.batch_size as f64 * self.step_times.len() as f64
+                / elapsed.max(1e-9),
+            gammas: t.named_gammas().into_iter().collect(),
+            resyncs: t.resyncs,
+            feature_net: self.evaluator.as_ref().map(|e| e.net.label().to_string()),
+            eval_start: self.record.eval_start.clone(),
+            eval_end,
+            best: self.record.best,
+            steps_this_session: self.step_times.len(),
+            run_dir: t.cfg.output.dir.clone(),
+        };
+        if let Some(o) = self.out.as_mut() {
+            write_final(t, &summary, o)?;
+        }
+        Ok(Outcome::Finished(Box::new(summary)))
+    }
 }
 
-/// The fixed-noise grids (one row per class) of G and G_ema and G_ema's attention overlays to
-/// TensorBoard; with `png`, G_ema's grid there and the overlays beside it.
-fn write_grids(
-    t: &Trainer,
-    r: &mut Reporter,
-    z: &Tensor,
-    y: &Tensor,
-    png: Option<&Path>,
-) -> Result<()> {
-    let rows = t.cfg.model.num_classes;
-    let ema = samples::grid(&t.sample(z, y), rows);
-    let raw = samples::grid(&t.sample_g(z, y), rows);
-    r.image("samples/G_ema", &ema, t.step)?;
-    r.image("samples/G", &raw, t.step)?;
-    // One image per class (the first of each grid row), with where three positions attend.
-    let firsts = Tensor::arange_start_step(
-        0,
-        z.size()[0],
-        z.size()[0] / rows,
-        (tch::Kind::Int64, z.device()),
+/// Rank 0's last words: final weights beside the checkpoints, summary.json, the console summary.
+fn write_final(t: &Trainer, summary: &RunSummary, o: &mut Outputs) -> Result<()> {
+    let dir = &t.cfg.output.dir;
+    o.reporter.flush()?;
+    let cfg_toml = t.cfg.to_toml();
+    for (name, vs) in t.networks() {
+        let tensors = model::named_variables(vs);
+        let names: Vec<String> = tensors.iter().map(|(n, _)| n.clone()).collect();
+        let meta = checkpoint::weights_metadata(&cfg_toml, t.step, name, &names);
+        save_weights(&tensors, &dir.join(format!("{name}.safetensors")), &meta)?;
+    }
+    let p = dir.join("summary.json");
+    let json = serde_json::to_string_pretty(summary).expect("serialisable");
+    std::fs::write(&p, json).map_err(|e| Error::Io { path: p, source: e })?;
+    let s = &summary.final_stats;
+    println!(
+        "done: step {} ({} this session), median {:.3} s/step, {:.1} images/s; final D loss {:.4} (real {:.4} + fake {:.4}), G loss {:.4}; samples in {}",
+        t.step,
+        summary.steps_this_session,
+        summary.median_step_seconds,
+        summary.images_per_second,
+        s.d_loss_real + s.d_loss_fake,
+        s.d_loss_real,
+        s.d_loss_fake,
+        s.g_loss,
+        dir.join("samples.png").display()
     );
-    let (images, maps) =
-        t.sample_with_attention(&z.index_select(0, &firsts), &y.index_select(0, &firsts));
-    for (i, map) in maps.iter().enumerate() {
-        let overlay =
-            samples::attention_overlay(&images, map, &[(0.3, 0.3), (0.5, 0.5), (0.7, 0.6)]);
-        r.image(&format!("attention/G_{i}"), &overlay, t.step)?;
-        if let Some(p) = png {
-            samples::save_png(&overlay, &p.with_file_name(format!("attention_G_{i}.png")))?;
+    if let (Some(l), Some(a), Some(b)) =
+        (&summary.feature_net, &summary.eval_start, &summary.eval_end)
+    {
+        println!(
+            "FID_{l}: {:.3} at step 0 -> {:.3} at step {}; IS_{l}: {:.3} -> {:.3}",
+            a["fid"].as_f64().unwrap_or(f64::NAN),
+            b.fid,
+            t.step,
+            a["is_mean"].as_f64().unwrap_or(f64::NAN),
+            b.is_mean
+        );
+    }
+    Ok(())
+}
+
+/// The fixed-noise grids (one row per grid class) of G and G_ema and G_ema's attention figures, to
+/// TensorBoard and to `png` (G_ema's grid) and the attention PNGs beside it. Generated in chunks of
+/// whole rows of at most `eval.batch` images; each attention figure annotates the first image of
+/// each row from the very forward pass that drew the grid.
+fn write_grids(t: &Trainer, r: &mut Reporter, grid: &(Tensor, Tensor), png: &Path) -> Result<()> {
+    let per_class = t.cfg.output.samples_per_class;
+    let rows = grid.0.size()[0] / per_class;
+    let chunk_rows = (t.cfg.eval.batch / per_class).max(1);
+    let names = t.g_ema.attention_names();
+    let (mut ema, mut raw, mut firsts) = (Vec::new(), Vec::new(), Vec::new());
+    let mut maps: Vec<Vec<Tensor>> = names.iter().map(|_| Vec::new()).collect();
+    for first_row in (0..rows).step_by(chunk_rows as usize) {
+        let n = chunk_rows.min(rows - first_row) * per_class;
+        let (z, y) = (
+            grid.0.narrow(0, first_row * per_class, n),
+            grid.1.narrow(0, first_row * per_class, n),
+        );
+        let (images, chunk_maps) = t.sample_with_attention(&z, &y);
+        let row_starts =
+            Tensor::arange_start_step(0, n, per_class, (tch::Kind::Int64, images.device()));
+        firsts.push(images.index_select(0, &row_starts));
+        for (all, m) in maps.iter_mut().zip(&chunk_maps) {
+            all.push(m.index_select(0, &row_starts).to_device(tch::Device::Cpu));
         }
+        ema.push(images);
+        raw.push(t.sample_g(&z, &y));
+    }
+    let ema = samples::grid(&Tensor::cat(&ema, 0), rows);
+    r.image("samples/G_ema", &ema, t.step)?;
+    r.image(
+        "samples/G",
+        &samples::grid(&Tensor::cat(&raw, 0), rows),
+        t.step,
+    )?;
+    let firsts = Tensor::cat(&firsts, 0);
+    for (name, m) in names.iter().zip(&maps) {
+        let overlay = samples::attention_overlay(
+            &firsts,
+            &Tensor::cat(m, 0),
+            &[(0.3, 0.3), (0.5, 0.5), (0.7, 0.6)],
+        );
+        r.image(&format!("attention/G.{name}"), &overlay, t.step)?;
+        samples::save_png(
+            &overlay,
+            &png.with_file_name(format!("attention_G.{name}.png")),
+        )?;
     }
     let pixels: Vec<f64> = Vec::<f32>::try_from(&ema.to_kind(tch::Kind::Float).view([-1]))
         .expect("f32 pixels")
@@ -245,32 +463,23 @@ fn write_grids(
         .map(f64::from)
         .collect();
     r.histogram("samples/G_ema_pixels", &pixels, t.step)?;
-    if let Some(p) = png {
-        samples::save_png(&ema, p)?;
-    }
-    Ok(())
+    samples::save_png(&ema, png)?;
+    r.flush()
 }
 
 /// Writes through a temporary file and a rename, so a crash never leaves a torn weights file.
-pub fn save_weights(tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
+pub fn save_weights(
+    tensors: &[(String, Tensor)],
+    path: &Path,
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
     let tmp = path.with_extension("safetensors.tmp");
-    let named: Vec<(&str, Tensor)> = tensors
-        .iter()
-        .map(|(n, t)| {
-            (
-                n.as_str(),
-                t.detach().to_device(tch::Device::Cpu).contiguous(),
-            )
-        })
-        .collect();
-    Tensor::write_safetensors(&named, &tmp).map_err(|e| Error::Checkpoint {
-        path: tmp.clone(),
-        msg: e.to_string(),
+    let cpu = checkpoint::snapshot_tensors(tensors);
+    checkpoint::weights::write(&tmp, &cpu, metadata)?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
     })?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .at(&tmp)?;
-    std::fs::rename(&tmp, path).at(path)?;
     Ok(())
 }
 

@@ -1,4 +1,9 @@
 //! One SAGAN training step per call, identical on every rank: D step(s), G step, EMA.
+//!
+//! A step's noise and data depend only on (seed, step) and the global batch, never on how the run
+//! got there: each step reseeds from (seed, step, phase) and draws the noise of the whole global
+//! batch, of which a rank takes its rows, and the loader starts at the step's global batch. So a
+//! resumed run repeats the uninterrupted one exactly, and another world size sees the same samples.
 use tch::{Device, Kind, Tensor};
 
 use super::adam::Adam;
@@ -8,7 +13,7 @@ use crate::config::Config;
 use crate::data::{Dataset, DistributedSampler, Loader};
 use crate::dist::buckets::GradientBuckets;
 use crate::dist::{sync, Comm};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{self, BnMode, Discriminator, Generator, SnMode};
 
 /// What one step measured (rank-local losses; gradient norms are of the averaged gradients).
@@ -26,14 +31,15 @@ pub struct StepStats {
 pub struct Trainer {
     pub cfg: Config,
     pub device: Device,
-    pub comm: Box<dyn Comm>,
+    pub comm: &'static dyn Comm,
     pub g: Generator,
     pub d: Discriminator,
     pub g_ema: Generator,
     pub opt_g: Adam,
     pub opt_d: Adam,
     ema: Ema,
-    loader: Loader,
+    /// Started at the first step, at the step's position in the data (after a resume too).
+    loader: Option<Loader>,
     /// The training set (reference statistics for evaluation come from it).
     pub data: Dataset,
     batch: i64,
@@ -45,49 +51,61 @@ pub struct Trainer {
     pub resyncs: usize,
 }
 
+/// A 64-bit mix of the seed, the step and the phase within it (SplitMix64's finaliser), so nearby
+/// steps get unrelated generator states.
+pub fn step_seed(seed: i64, step: i64, phase: i64) -> i64 {
+    let mut x = (seed as u64)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .wrapping_add((step as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9))
+        .wrapping_add(phase as u64);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (x ^ (x >> 31)) as i64
+}
+
+fn check_data(cfg: &Config, data: &Dataset) -> Result<()> {
+    let bad = |msg: String| Error::Data {
+        path: cfg.data.path.clone(),
+        msg,
+    };
+    if data.num_classes < cfg.model.num_classes {
+        return Err(bad(format!(
+            "the dataset has {} classes but `model.num_classes` = {}: the embeddings of the \
+             missing classes would never train; set model.num_classes = {}",
+            data.num_classes, cfg.model.num_classes, data.num_classes
+        )));
+    }
+    if (data.len() as i64) < cfg.train.batch_size {
+        return Err(bad(format!(
+            "the dataset has {} images, fewer than one global batch (`train.batch_size` = {})",
+            data.len(),
+            cfg.train.batch_size
+        )));
+    }
+    Ok(())
+}
+
 impl Trainer {
-    pub fn new(cfg: Config, comm: Box<dyn Comm>, device: Device) -> Result<Self> {
-        let (rank, world) = (comm.rank() as i64, comm.size() as i64);
+    pub fn new(cfg: Config, comm: &'static dyn Comm, device: Device) -> Result<Self> {
+        let world = comm.size() as i64;
         let batch = cfg.batch_per_rank(world)?;
         let data = Dataset::load(&cfg.data, &cfg.model)?;
+        check_data(&cfg, &data)?;
         // Same initial weights everywhere; rank 0's are broadcast anyway, so this is belt and braces.
         tch::manual_seed(cfg.train.seed);
         let g = Generator::new(&cfg.model, device)?;
         let d = Discriminator::new(&cfg.model, device)?;
         let g_ema = Generator::new(&cfg.model, device)?;
-        for vs in [&g.vs, &d.vs, &g_ema.vs] {
-            sync::broadcast_from_root(comm.as_ref(), &model::named_variables(vs))?;
-        }
         let t = &cfg.train;
-        let opt_g = Adam::new(
-            model::parameters(&g.vs),
-            t.lr_g,
-            t.beta1,
-            t.beta2,
-            t.adam_eps,
-        );
-        let opt_d = Adam::new(
-            model::parameters(&d.vs),
-            t.lr_d,
-            t.beta1,
-            t.beta2,
-            t.adam_eps,
-        );
-        let ema = Ema::new(&g.vs, &g_ema.vs, t.ema_decay, t.ema_start);
+        let ema = Ema::new(&g, &g_ema, t.ema_decay, t.ema_start);
+        for vs in [&g.vs, &d.vs, &g_ema.vs] {
+            sync::broadcast_from_root(comm, &model::named_variables(vs))?;
+        }
+        let adam = |vs, lr| Adam::new(model::parameters(vs), lr, t.beta1, t.beta2, t.adam_eps);
+        let (opt_g, opt_d) = (adam(&g.vs, t.lr_g), adam(&d.vs, t.lr_d));
         let bucket_bytes = (cfg.dist.bucket_mb * 1024.0 * 1024.0) as usize;
         let g_buckets = GradientBuckets::new("G", opt_g.params(), bucket_bytes)?;
         let d_buckets = GradientBuckets::new("D", opt_d.params(), bucket_bytes)?;
-        let sampler = DistributedSampler {
-            len: data.len(),
-            rank: rank as usize,
-            world: world as usize,
-            seed: t.seed as u64,
-            drop_remainder: cfg.data.drop_remainder,
-            global_batch: t.batch_size as usize,
-        };
-        let loader = Loader::new(&data, sampler, batch as usize, 0, 4, device);
-        // Noise differs per rank (StyleGAN2-ADA's seed * world + rank).
-        tch::manual_seed(t.seed * world + rank);
         Ok(Self {
             cfg,
             device,
@@ -98,7 +116,7 @@ impl Trainer {
             opt_g,
             opt_d,
             ema,
-            loader,
+            loader: None,
             data,
             batch,
             g_buckets,
@@ -108,55 +126,94 @@ impl Trainer {
         })
     }
 
-    fn noise(&self) -> (Tensor, Tensor) {
-        let z = Tensor::randn(
-            [self.batch, self.cfg.model.z_dim],
-            (Kind::Float, self.device),
-        );
-        let y = Tensor::randint(
-            self.cfg.model.num_classes,
-            [self.batch],
-            (Kind::Int64, self.device),
-        );
-        (z, y)
+    /// Global batches the sampler has handed out after `step` generator steps.
+    pub fn batches_consumed(&self, step: i64) -> u64 {
+        (step * self.cfg.train.d_steps) as u64
+    }
+
+    pub fn sampler(&self) -> DistributedSampler {
+        DistributedSampler {
+            len: self.data.len(),
+            rank: self.comm.rank(),
+            world: self.comm.size(),
+            seed: self.cfg.train.seed as u64,
+            drop_remainder: self.cfg.data.drop_remainder,
+            global_batch: self.cfg.train.batch_size as usize,
+        }
+    }
+
+    fn loader(&mut self) -> &mut Loader {
+        if self.loader.is_none() {
+            let start = self.batches_consumed(self.step);
+            let sampler = self.sampler();
+            let loader = Loader::new(
+                &self.data,
+                sampler,
+                self.batch as usize,
+                start,
+                4,
+                self.device,
+            );
+            self.loader = Some(loader);
+        }
+        self.loader.as_mut().expect("just started")
+    }
+
+    /// This rank's rows of the global batch's noise and fake labels for `phase` of the step.
+    fn noise(&self, phase: i64) -> (Tensor, Tensor) {
+        let c = &self.cfg;
+        tch::manual_seed(step_seed(c.train.seed, self.step, phase));
+        let global = c.train.batch_size;
+        let z = Tensor::randn([global, c.model.z_dim], (Kind::Float, self.device));
+        let y = Tensor::randint(c.model.num_classes, [global], (Kind::Int64, self.device));
+        let first = self.comm.rank() as i64 * self.batch;
+        (
+            z.narrow(0, first, self.batch),
+            y.narrow(0, first, self.batch),
+        )
+    }
+
+    fn at(&self, phase: &'static str) {
+        if let Some(dog) = self.comm.watchdog() {
+            dog.at(self.step + 1, phase);
+        }
     }
 
     pub fn train_step(&mut self) -> Result<StepStats> {
         let mut s = StepStats::default();
         self.g.sn.refresh(SnMode::PowerIteration);
-        for _ in 0..self.cfg.train.d_steps {
+        for i in 0..self.cfg.train.d_steps {
+            self.at("D step");
             // The official code updates D's u on the real pass; one refresh serves both passes.
             self.d.sn.refresh(SnMode::PowerIteration);
-            let real = self.loader.next_batch();
-            let (z, y_fake) = self.noise();
+            let real = self.loader().next_batch();
+            let (z, y_fake) = self.noise(i);
             let fake = tch::no_grad(|| self.g.forward(&z, &y_fake, BnMode::Train));
             let d_real = self.d.forward(&real.images, &real.labels);
             let d_fake = self.d.forward(&fake, &y_fake);
             let (l_real, l_fake) = loss::d_hinge(&d_real, &d_fake);
             self.opt_d.zero_grad();
             (&l_real + &l_fake).backward();
-            s.d_grad_norm = self.d_buckets.all_reduce(self.comm.as_ref(), self.step)?;
+            s.d_grad_norm = self.d_buckets.all_reduce(self.comm, self.step + 1)?;
             self.opt_d.step();
             s.d_loss_real = l_real.double_value(&[]);
             s.d_loss_fake = l_fake.double_value(&[]);
             s.d_real = d_real.mean(None).double_value(&[]);
             s.d_fake = d_fake.mean(None).double_value(&[]);
         }
+        self.at("G step");
         // D's weights changed: normalise them again, without a power iteration or gradient.
         self.d.sn.refresh(SnMode::Detached);
-        let (z, y) = self.noise();
+        let (z, y) = self.noise(self.cfg.train.d_steps);
         let g_loss = loss::g_hinge(&self.d.forward(&self.g.forward(&z, &y, BnMode::Train), &y));
         self.opt_g.zero_grad();
         g_loss.backward();
-        s.g_grad_norm = self.g_buckets.all_reduce(self.comm.as_ref(), self.step)?;
+        s.g_grad_norm = self.g_buckets.all_reduce(self.comm, self.step + 1)?;
         self.opt_g.step();
         s.g_loss = g_loss.double_value(&[]);
         self.step += 1;
-        self.ema.update(self.step);
-        let every = self.cfg.dist.sync_check_every;
-        if every > 0 && self.step % every == 0 {
-            self.check_buffers()?;
-        }
+        self.ema.update(self.step, &self.g_ema);
+        check_finite_losses(self.step, &s)?;
         Ok(s)
     }
 
@@ -165,6 +222,7 @@ impl Trainer {
     /// statistics legitimately differ, each rank normalising its own batches: see
     /// [`Trainer::average_bn_statistics`].)
     pub fn check_buffers(&mut self) -> Result<Vec<String>> {
+        self.at("buffer check");
         let mut repaired = Vec::new();
         for (net, vs) in [
             ("G", &self.g.vs),
@@ -175,7 +233,7 @@ impl Trainer {
                 .into_iter()
                 .filter(|(n, _)| n.ends_with("weight_u") || n.ends_with("weight_v"))
                 .collect();
-            for name in sync::check_and_repair(self.comm.as_ref(), &sn)? {
+            for name in sync::check_and_repair(self.comm, &sn)? {
                 repaired.push(format!("{net}.{name}"));
             }
         }
@@ -199,7 +257,7 @@ impl Trainer {
                 .into_iter()
                 .filter(|(n, _)| n.ends_with("running_mean") || n.ends_with("running_var"))
                 .collect();
-            sync::average(self.comm.as_ref(), &stats)?;
+            sync::average(self.comm, &stats)?;
         }
         Ok(())
     }
@@ -208,18 +266,14 @@ impl Trainer {
     /// G_ema, and both optimisers' moments.
     pub fn replicated_state(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
-        for (net, vs) in [
-            ("G", &self.g.vs),
-            ("D", &self.d.vs),
-            ("G_ema", &self.g_ema.vs),
-        ] {
+        for (net, vs) in self.networks() {
             out.extend(
                 model::named_variables(vs)
                     .into_iter()
                     .map(|(n, t)| (format!("{net}.{n}"), t)),
             );
         }
-        for (opt, adam) in [("adam_G", &self.opt_g), ("adam_D", &self.opt_d)] {
+        for (opt, adam) in self.optimisers() {
             out.extend(
                 adam.state()
                     .into_iter()
@@ -229,16 +283,44 @@ impl Trainer {
         out
     }
 
-    /// Attention gammas by network and position (`G_0`, `D_0`, ...).
+    /// The networks by the names their files and tensors carry.
+    pub fn networks(&self) -> [(&'static str, &tch::nn::VarStore); 3] {
+        [
+            ("G", &self.g.vs),
+            ("D", &self.d.vs),
+            ("G_ema", &self.g_ema.vs),
+        ]
+    }
+
+    pub fn optimisers(&self) -> [(&'static str, &Adam); 2] {
+        [("adam_G", &self.opt_g), ("adam_D", &self.opt_d)]
+    }
+
+    pub fn optimisers_mut(&mut self) -> [(&'static str, &mut Adam); 2] {
+        [("adam_G", &mut self.opt_g), ("adam_D", &mut self.opt_d)]
+    }
+
+    /// Continues from `step` (the state was restored by the caller): the data restarts there.
+    pub fn set_step(&mut self, step: i64, resyncs: usize) {
+        self.step = step;
+        self.resyncs = resyncs;
+        self.loader = None;
+    }
+
+    /// Attention gammas by network and the block they follow (`G.attention.1`, ...), the names
+    /// they have in weights files.
     pub fn named_gammas(&self) -> Vec<(String, f64)> {
-        let named = |net: &str, gs: Vec<Tensor>| -> Vec<(String, f64)> {
-            gs.iter()
-                .enumerate()
-                .map(|(i, g)| (format!("{net}_{i}"), g.double_value(&[0])))
-                .collect()
-        };
-        let mut out = named("G", self.g.gammas());
-        out.extend(named("D", self.d.gammas()));
+        let mut out = Vec::new();
+        for (net, vs) in [("G", &self.g.vs), ("D", &self.d.vs)] {
+            for (name, t) in model::parameters(vs) {
+                let block = name
+                    .strip_suffix(".gamma")
+                    .filter(|b| b.starts_with("attention."));
+                if let Some(block) = block {
+                    out.push((format!("{net}.{block}"), t.double_value(&[0])));
+                }
+            }
+        }
         out
     }
 
@@ -269,4 +351,21 @@ impl Trainer {
     pub fn sample_g(&self, z: &Tensor, y: &Tensor) -> Tensor {
         tch::no_grad(|| self.g.forward(z, y, BnMode::Batch))
     }
+}
+
+/// A diverged run stops at the step it diverged, before anything is saved from it.
+fn check_finite_losses(step: i64, s: &StepStats) -> Result<()> {
+    let losses = [
+        ("D loss on real images", s.d_loss_real),
+        ("D loss on generated images", s.d_loss_fake),
+        ("G loss", s.g_loss),
+    ];
+    if let Some((what, v)) = losses.iter().find(|(_, v)| !v.is_finite()) {
+        return Err(Error::Train(format!(
+            "step {step}: the {what} is {v}: training diverged and stops here; nothing from this \
+             step is saved, and the last checkpoint (if any) is kept for --resume (with a lower \
+             learning rate, say)"
+        )));
+    }
+    Ok(())
 }
