@@ -131,7 +131,7 @@ SlurmdUser=root
 # Our own munged; cred_expire is also how long a requeued job waits before it may start again.
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$dir/munge.socket,cred_expire=10
+AuthInfo=socket=$dir/munge.socket,cred_expire=5
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool
 SlurmctldPidFile=$dir/slurmctld.pid
