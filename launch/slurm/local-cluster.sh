@@ -49,14 +49,14 @@ stop() {
 kill_jobs() {
   local pid
   # Job processes outlive slurmd (stopping it does not end running jobs): kill every
-  # slurmstepd of this cluster (they inherit SAGAN_LOCAL_CLUSTER=<dir> from our slurmd) and all
+  # slurmstepd of this cluster (slurmd gives them SLURM_CONF=<this dir>/slurm.conf) and all
   # their descendants (batch shells, srun, mpirun, ranks).
   local victims=() ppid comm
   declare -A children=()
   while read -r pid ppid comm; do
     children[$ppid]+=" $pid"
     if [ "$comm" = slurmstepd ] &&
-      tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qxF "SAGAN_LOCAL_CLUSTER=$dir"; then
+      tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qxF "SLURM_CONF=$dir/slurm.conf"; then
       victims+=("$pid")
     fi
   done < <(ps -e -o pid=,ppid=,comm=)
@@ -99,7 +99,7 @@ start() {
     echo "local-cluster: already running in $dir" >&2
     exit 1
   fi
-  mkdir -p "$dir/state" "$dir/spool" "$dir/log"
+  mkdir -p "$dir/state" "$dir/spool" "$dir/log" "$dir/tmp"
   # If anything below fails, do not leave half a cluster behind.
   trap 'stop' ERR
 
@@ -138,6 +138,7 @@ SlurmctldPidFile=$dir/slurmctld.pid
 SlurmdPidFile=$dir/slurmd.pid
 SlurmctldLogFile=$dir/log/slurmctld.log
 SlurmdLogFile=$dir/log/slurmd.log
+TmpFS=$dir/tmp
 # No cgroups needed (containers, no systemd): processes tracked by parent pid, no binding.
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -160,12 +161,17 @@ $node_line NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 
+  # PMIx puts each step's client directory under /tmp by default, named by job and step id only:
+  # two clusters (or a killed step's leftovers) would collide at job 1, step 0.
+  mkdir -p "$dir/pmix"
+  echo "PMIxCliTmpDirBase=$dir/pmix" >"$dir/mpi.conf"
+
   # -D keeps them in the foreground so $! is the daemon; output goes to files (never to the
   # caller's pipes, which would keep e.g. a test's Command::output() waiting forever).
   SLURM_CONF="$dir/slurm.conf" slurmctld -D -i -f "$dir/slurm.conf" \
     >"$dir/log/slurmctld.out" 2>&1 </dev/null &
   echo $! >"$dir/slurmctld.pid"
-  SAGAN_LOCAL_CLUSTER="$dir" SLURM_CONF="$dir/slurm.conf" slurmd -D -N "$host" -f "$dir/slurm.conf" \
+  SLURM_CONF="$dir/slurm.conf" slurmd -D -N "$host" -f "$dir/slurm.conf" \
     >"$dir/log/slurmd.out" 2>&1 </dev/null &
   echo $! >"$dir/slurmd.pid"
 
