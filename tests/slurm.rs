@@ -124,6 +124,30 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Processes that belong to this cluster: its daemons, and every job process (they all
+    /// carry SLURM_CONF=<this cluster's slurm.conf>, from slurmd or from sbatch's environment).
+    fn processes(&self) -> Vec<(u32, String)> {
+        let tag = format!("SLURM_CONF={}", self.conf().display());
+        let mut found = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if pid == std::process::id() {
+                continue;
+            }
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            if env.split(|&b| b == 0).any(|v| v == tag.as_bytes()) {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                found.push((pid, cmd));
+            }
+        }
+        found
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let out = Command::new("bash")
@@ -503,4 +527,69 @@ fn scancel_checkpoints_and_does_not_requeue() {
         job.diagnose()
     );
     assert!(job.run_dir().join("checkpoints").join(&latest).is_dir());
+}
+
+#[test]
+fn stopping_the_cluster_ends_its_daemons_and_running_jobs() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let srun = submit(&cluster, "sagan-stop-srun", "srun", 100_000, &[]);
+    srun.wait_for_step(2);
+    let before = cluster.processes();
+    // munged has its own environment; the Slurm daemons, slurmstepd, batch shell, srun, ranks.
+    for want in [
+        "slurmctld",
+        "slurmd",
+        "slurmstepd",
+        "slurm_script",
+        "srun",
+        "sagan train",
+    ] {
+        assert!(
+            before.iter().any(|(_, c)| c.contains(want)),
+            "no {want} among {before:#?}"
+        );
+    }
+    let out = Command::new("bash")
+        .arg(repo().join("launch/slurm/local-cluster.sh"))
+        .arg("stop")
+        .arg(cluster.dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let after = cluster.processes();
+    assert!(after.is_empty(), "left running: {after:#?}");
+    let munged = std::fs::read_to_string(cluster.dir.path().join("munged.pid"));
+    assert!(munged.is_err(), "munged.pid still there: {munged:?}");
+}
+
+/// srun exits 0 when its tasks fail to launch (Slurm 22.05, a PMIx error here): the batch script
+/// must not call that a finished run. The failure is provoked with the PMIx client directory of
+/// the cluster's first step already present.
+#[test]
+fn a_step_that_never_launched_is_a_failure_not_a_finished_run() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let uid = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap();
+    std::fs::create_dir_all(
+        cluster
+            .dir
+            .path()
+            .join(format!("pmix/spmix_appdir_{}_1.0", uid.trim())),
+    )
+    .unwrap();
+    let job = submit(&cluster, "sagan-nolaunch", "srun", 5, &[]);
+    assert_eq!(job.id, "1");
+    let end = job.wait_end();
+    let log = job.log();
+    assert!(log.contains("launch failed"), "{}", job.diagnose());
+    assert!(
+        log.contains("summary.json was not written: did the ranks start?"),
+        "{}",
+        job.diagnose()
+    );
+    assert_eq!(end["JobState"], "FAILED", "{}", job.diagnose());
+    assert_eq!(end["Restarts"], "0", "{}", job.diagnose());
 }
