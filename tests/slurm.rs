@@ -182,6 +182,18 @@ fn submit<'a>(
     steps: i64,
     extra: &[&str],
 ) -> Job<'a> {
+    submit_with(cluster, name, launcher, steps, extra, &[])
+}
+
+/// As `submit`, with more sbatch options (later ones override the defaults).
+fn submit_with<'a>(
+    cluster: &'a Cluster,
+    name: &str,
+    launcher: &str,
+    steps: i64,
+    extra: &[&str],
+    sbatch_opts: &[&str],
+) -> Job<'a> {
     let submit = tempfile::Builder::new()
         .prefix("sagan-submit-")
         .tempdir()
@@ -216,6 +228,7 @@ fn submit<'a>(
             "--cpus-per-task=1",
             "--time=10",
         ])
+        .args(sbatch_opts)
         .arg(repo().join("launch/slurm/train.sbatch"))
         .arg("--config")
         .arg(repo().join("configs/fmnist32.toml"))
@@ -592,4 +605,28 @@ fn a_step_that_never_launched_is_a_failure_not_a_finished_run() {
     );
     assert_eq!(end["JobState"], "FAILED", "{}", job.diagnose());
     assert_eq!(end["Restarts"], "0", "{}", job.diagnose());
+}
+
+/// Two jobs of one name would train into one directory at once: the second one refuses.
+#[test]
+fn a_second_job_of_the_same_name_refuses_to_run_beside_the_first() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let one_task = ["--ntasks-per-node=1"];
+    let first = submit_with(&cluster, "sagan-twice", "srun", 100_000, &[], &one_task);
+    first.wait_for_step(2);
+    let second = submit_with(&cluster, "sagan-twice", "srun", 100_000, &[], &one_task);
+    let end = second.wait_end();
+    assert_eq!(end["JobState"], "FAILED", "{}", second.diagnose());
+    let log = second.log();
+    assert!(
+        log.contains(&format!(
+            "job(s) {} named 'sagan-twice' already running",
+            first.id
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("running: srun"), "{log}");
+    assert_eq!(cluster.job(&first.id)["JobState"], "RUNNING");
 }
