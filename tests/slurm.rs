@@ -426,7 +426,7 @@ fn usr1_to_the_ranks_checkpoints_requeues_and_every_step_runs_once() {
         &cluster,
         "sagan-preempt",
         "srun",
-        40,
+        24,
         &["train.checkpoint_every=1000"],
     );
     job.wait_for_step(8);
@@ -475,7 +475,7 @@ fn mpirun_mode_the_batch_shells_warning_reaches_the_ranks_and_requeues() {
         &cluster,
         "sagan-mpirun",
         "mpirun",
-        30,
+        20,
         &["train.checkpoint_every=1000"],
     );
     job.wait_for_step(6);

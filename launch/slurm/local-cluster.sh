@@ -151,9 +151,9 @@ SelectTypeParameters=CR_Core
 MpiDefault=pmix
 MailProg=/bin/true
 ReturnToService=2
-# Short waits so tests are quick: the scheduler runs every 5 s (a requeued job starts soon after
+# Short waits so tests are quick: the scheduler runs every second (a requeued job starts soon after
 # its cred_expire delay), SIGKILL comes 10 s after SIGTERM at a time limit or cancellation.
-SchedulerParameters=sched_interval=5
+SchedulerParameters=sched_interval=1
 KillWait=10
 InactiveLimit=0
 MinJobAge=600
