@@ -43,7 +43,7 @@ fn grad_equivalence(out: &str, per_rank: i64) -> sagan::Result<()> {
     sync::broadcast_from_root(rank.comm, &model::named_variables(&d.vs))?;
     let data = fashion_mnist(&cfg.data.path, "train", 32)?;
     let idx: Vec<i64> = (0..global).collect();
-    let (real, real_y) = data.batch(&idx, rank.device);
+    let (real, real_y) = data.batch(&idx, rank.device)?;
     tch::manual_seed(1);
     let fake = Tensor::randn([global, 1, 32, 32], (Kind::Float, rank.device)).tanh();
     let fake_y = Tensor::randint(10, [global], (Kind::Int64, rank.device));

@@ -48,11 +48,7 @@ fn reference_stats(dir: PathBuf, weights: PathBuf, images: i64) -> sagan::Result
     let rank = launch::join(&cfg)?;
     let r = rank.comm.rank();
     let full = fashion_mnist(&cfg.data.path, "train", cfg.model.resolution)?;
-    let data = Dataset {
-        images: full.images.narrow(0, 0, images),
-        labels: full.labels.narrow(0, 0, images),
-        num_classes: full.num_classes,
-    };
+    let data: Dataset = full.first(images as usize)?;
     // A per-rank path: the configs (and their hashes) stay identical, the files need not be.
     let mut eval_cfg = cfg.eval.clone();
     eval_cfg.reference_stats = dir.join(format!("rank{r}.npz"));

@@ -93,18 +93,42 @@ pub struct TrainConfig {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum DatasetKind {
+    /// IDX files (Fashion-MNIST, MNIST), gzipped or not: `data.path` is their folder.
     FashionMnist,
+    /// CIFAR-10 binary: `data.path` holds data_batch_{1..5}.bin.
     Cifar10,
+    /// CIFAR-100 binary: `data.path` holds train.bin (fine labels, 100 classes).
+    Cifar100,
+    /// A file written by `sagan prepare` (`data.path`), read without decoding.
+    Packed,
+    /// One subfolder per class (`data.path`), JPEG and PNG; packed into `data.cache_dir` on
+    /// first use.
+    ImageFolder,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
     pub dataset: DatasetKind,
-    /// Directory with the dataset's files.
+    /// The dataset's folder (IDX, CIFAR, ImageFolder) or packed file.
     pub path: PathBuf,
     /// Drop the samples that do not fill a whole global batch (else pad by repeating).
     pub drop_remainder: bool,
+    /// Mirror each training image left to right with probability 1/2, drawn from (seed, epoch,
+    /// sample), so resumed runs and other world sizes flip the same images.
+    pub flip: bool,
+    /// Loader threads per rank cutting batches ahead of the training step (0 = 2).
+    pub workers: i64,
+    /// Batches each loader thread keeps ready.
+    pub prefetch: i64,
+    /// Where `image-folder` datasets are packed on first use.
+    pub cache_dir: PathBuf,
+    /// Check every checksum of a packed file when it is opened (the header is always checked);
+    /// false saves a full read of a very large file on slow storage.
+    pub verify: bool,
+    /// When packing an `image-folder`, leave out unreadable images (listed and counted) instead of
+    /// stopping at the first.
+    pub skip_bad: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -244,6 +268,12 @@ impl Default for DataConfig {
             dataset: DatasetKind::FashionMnist,
             path: PathBuf::from("/usr/share/datasets/fashion-mnist"),
             drop_remainder: true,
+            flip: false,
+            workers: 0,
+            prefetch: 4,
+            cache_dir: PathBuf::from(".cache/data"),
+            verify: true,
+            skip_bad: false,
         }
     }
 }
@@ -313,6 +343,7 @@ impl Config {
             ("train.d_steps", t.d_steps),
             ("train.log_every", t.log_every),
             ("train.keep_checkpoints", t.keep_checkpoints),
+            ("data.prefetch", self.data.prefetch),
             ("output.samples_per_class", self.output.samples_per_class),
         ];
         for (key, v) in positive_i {
@@ -346,6 +377,7 @@ impl Config {
             ("train.checkpoint_every", t.checkpoint_every),
             ("dist.sync_check_every", self.dist.sync_check_every),
             ("output.sample_classes", self.output.sample_classes),
+            ("data.workers", self.data.workers),
         ];
         for (key, v) in non_negative_i {
             if v < 0 {

@@ -68,10 +68,10 @@ impl Classifier {
         let test = fashion_mnist(data_dir, "test", 32)?;
         let n = test.len() as i64;
         let mut correct = 0i64;
-        tch::no_grad(|| {
+        tch::no_grad(|| -> Result<()> {
             for start in (0..n).step_by(1000) {
                 let idx: Vec<i64> = (start..(start + 1000).min(n)).collect();
-                let (x, y) = test.batch(&idx, self.vs.device());
+                let (x, y) = test.batch(&idx, self.vs.device())?;
                 let (_, logits) = self.forward(&x);
                 correct += logits
                     .argmax(1, false)
@@ -79,7 +79,8 @@ impl Classifier {
                     .sum(Kind::Int64)
                     .int64_value(&[]);
             }
-        });
+            Ok(())
+        })?;
         Ok(correct as f64 / n as f64)
     }
 }
@@ -103,7 +104,7 @@ pub fn train(data_dir: &Path, out: &Path, epochs: i64, device: Device) -> Result
         let order = Tensor::randperm(n, (Kind::Int64, Device::Cpu));
         let order = Vec::<i64>::try_from(&order).expect("int64 permutation");
         for chunk in order.chunks(batch) {
-            let (x, y) = data.batch(chunk, device);
+            let (x, y) = data.batch(chunk, device)?;
             let (_, logits) = c.forward(&x);
             let loss = logits.cross_entropy_for_logits(&y);
             opt.backward_step(&loss);

@@ -129,8 +129,7 @@ pub fn dataset_stats(
     let chunks = (n + batch - 1) / batch;
     for k in (comm.rank() as i64..chunks).step_by(comm.size()) {
         let pixels = data
-            .images
-            .narrow(0, k * batch, batch.min(n - k * batch))
+            .images((k * batch) as usize, batch.min(n - k * batch) as usize)?
             .to_device(device);
         stats.add(&net.fid_features(&pixels))?;
     }
@@ -293,7 +292,7 @@ pub fn evaluate_checkpoint(
     )?;
     g.sn.refresh(crate::model::SnMode::Detached);
     let net = FeatureNet::load(&cfg.eval, device)?;
-    let data = Dataset::load(&cfg.data, &cfg.model)?;
+    let data = Dataset::load(&cfg.data, &cfg.model, comm)?;
     let reference = reference_stats(comm, &cfg.eval, &net, &data, device)?;
     let generate =
         |z: &Tensor, y: &Tensor| tch::no_grad(|| g.forward(z, y, crate::model::BnMode::Batch));

@@ -61,7 +61,7 @@ impl StatsFile {
 }
 
 /// What reference statistics were computed from. The dataset is identified by the SHA-256 of its
-/// images as the feature network sees them (uint8, padded to the model's resolution), which
+/// images as the feature network sees them (uint8 at the model's resolution), which
 /// covers the dataset kind, its files, the split and the preprocessing at once; a path would not
 /// notice files replaced in place, nor a different preprocessing of the same files.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,20 +83,12 @@ impl Provenance {
     /// The provenance of statistics of `data` under `cfg`'s feature network: reads and hashes the
     /// weights file and the images.
     pub fn of(cfg: &EvalConfig, data: &Dataset) -> Result<Self> {
-        let (n, c, h, w) = data
-            .images
-            .size4()
-            .map_err(|e| Error::Model(format!("dataset images are not [N, C, H, W]: {e}")))?;
-        if h != w {
-            return Err(Error::Model(format!(
-                "reference statistics need square images, the dataset's are {h}x{w}"
-            )));
-        }
+        let (n, c, h) = (data.len() as i64, data.channels(), data.resolution());
         Ok(Self {
             protocol: PROTOCOL.into(),
             feature_net: feature_net_name(cfg.feature_net).into(),
             weights_sha256: sha256_file(&cfg.weights)?,
-            images_sha256: sha256_images(&data.images)?,
+            images_sha256: data.images_sha256()?,
             num_images: n,
             resolution: h,
             channels: c,
@@ -191,20 +183,6 @@ fn sha256_file(path: &Path) -> Result<String> {
             break;
         }
         hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
-}
-
-/// Hashes the images a few thousand at a time, so no second copy of the dataset is made.
-fn sha256_images(images: &Tensor) -> Result<String> {
-    let images = images.f_to_device(Device::Cpu)?.f_contiguous()?;
-    let n = images.size()[0];
-    let mut hasher = Sha256::new();
-    for start in (0..n).step_by(4096) {
-        let part = images
-            .f_narrow(0, start, 4096.min(n - start))?
-            .f_reshape([-1])?;
-        hasher.update(Vec::<u8>::try_from(&part)?);
     }
     Ok(hex(&hasher.finalize()))
 }

@@ -10,7 +10,7 @@ use super::adam::Adam;
 use super::ema::Ema;
 use super::loss;
 use crate::config::Config;
-use crate::data::{Dataset, DistributedSampler, Loader};
+use crate::data::{Dataset, DistributedSampler, Loader, LoaderOptions};
 use crate::dist::buckets::GradientBuckets;
 use crate::dist::{sync, Comm};
 use crate::error::{Error, Result};
@@ -77,7 +77,8 @@ fn check_data(cfg: &Config, data: &Dataset) -> Result<()> {
     }
     if (data.len() as i64) < cfg.train.batch_size {
         return Err(bad(format!(
-            "the dataset has {} images, fewer than one global batch (`train.batch_size` = {})",
+            "the dataset has {} images, fewer than one global batch (`train.batch_size` = {}, \
+             split over the ranks): lower train.batch_size or use more images",
             data.len(),
             cfg.train.batch_size
         )));
@@ -89,7 +90,7 @@ impl Trainer {
     pub fn new(cfg: Config, comm: &'static dyn Comm, device: Device) -> Result<Self> {
         let world = comm.size() as i64;
         let batch = cfg.batch_per_rank(world)?;
-        let data = Dataset::load(&cfg.data, &cfg.model)?;
+        let data = Dataset::load(&cfg.data, &cfg.model, comm)?;
         check_data(&cfg, &data)?;
         // Same initial weights everywhere; rank 0's are broadcast anyway, so this is belt and braces.
         tch::manual_seed(cfg.train.seed);
@@ -150,14 +151,19 @@ impl Trainer {
         if self.loader.is_none() {
             let start = self.batches_consumed(self.step);
             let sampler = self.sampler();
-            let loader = Loader::new(
-                &self.data,
-                sampler,
-                self.batch as usize,
-                start,
-                4,
-                self.device,
-            );
+            let d = &self.cfg.data;
+            let opts = LoaderOptions {
+                batch_per_rank: self.batch as usize,
+                start_batch: start,
+                prefetch: d.prefetch as usize,
+                workers: if d.workers == 0 {
+                    2
+                } else {
+                    d.workers as usize
+                },
+                flip: d.flip,
+            };
+            let loader = Loader::new(&self.data, sampler, &opts, self.device);
             self.loader = Some(loader);
         }
         self.loader.as_mut().expect("just started")
@@ -198,7 +204,7 @@ impl Trainer {
             self.at("D step");
             // The official code updates D's u on the real pass; one refresh serves both passes.
             self.d.sn.refresh(SnMode::PowerIteration);
-            let real = self.loader().next_batch();
+            let real = self.loader().next_batch()?;
             let (z, y_fake) = self.noise(i);
             let fake = tch::no_grad(|| self.g.forward(&z, &y_fake, BnMode::Train));
             let d_real = self.d.forward(&real.images, &real.labels);
