@@ -104,6 +104,56 @@ enum Command {
         #[arg(long)]
         checkpoint: PathBuf,
     },
+    /// Pack a dataset into one file that training reads without decoding: an ImageFolder (one
+    /// subfolder per class, JPEG/PNG), an IDX folder (Fashion-MNIST, MNIST) or CIFAR-10/100
+    /// binaries. Use it with data.dataset = "packed", data.path = OUT.
+    Prepare {
+        /// The dataset: a folder (ImageFolder, IDX or CIFAR) or a CIFAR .bin file.
+        #[arg(long)]
+        input: PathBuf,
+        /// Side of the square images (the model's resolution): centre crop, then an
+        /// antialiased bicubic resize (28x28 IDX images are zero-padded to 32 instead).
+        #[arg(long)]
+        resolution: u32,
+        /// The packed file to write (replaced if it exists).
+        #[arg(long)]
+        out: PathBuf,
+        /// 3 (RGB) or 1 (gray) channels; IDX data is gray, CIFAR RGB.
+        #[arg(long, default_value_t = 3)]
+        channels: u8,
+        /// Leave out images that cannot be read (listed and counted) instead of stopping.
+        #[arg(long)]
+        skip_bad: bool,
+        /// Decoding threads (default: the CPUs this process may use).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Measure the data path: packed loader images/s at 32 and 128 px, ImageFolder decoding of
+    /// 500x375 JPEGs to 128 px, on one thread and on all; optionally Pillow on the same files.
+    BenchData {
+        /// Folder for the synthetic files (kept, so a second run starts at once).
+        #[arg(long, default_value = ".cache/bench-data")]
+        dir: PathBuf,
+        /// Time these JPEGs (a folder with class subfolders) instead of synthetic ones.
+        #[arg(long)]
+        jpeg_dir: Option<PathBuf>,
+        /// Synthetic JPEGs to write.
+        #[arg(long, default_value_t = 400)]
+        jpegs: usize,
+        /// Threads for the "all cores" figures (default: the CPUs this process may use).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// A Python with Pillow (e.g. .venv/bin/python): also time Pillow on the same JPEGs.
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// Also read a packed file of this many GiB through the loader and report resident
+        /// memory (0 = skip).
+        #[arg(long, default_value_t = 0.0)]
+        rss_gib: f64,
+        /// Seconds per loader figure.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
     /// Print the effective config (defaults, file and overrides merged) as TOML.
     ShowConfig {
         #[arg(long)]
@@ -143,6 +193,11 @@ fn main() -> ExitCode {
             abort::abort_job(1)
         }
     }
+}
+
+/// The CPUs this process may run on (its affinity).
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Runs one command; returns the process exit code (0, or 75 after preemption).
@@ -236,7 +291,7 @@ fn run_cli(cli: Cli) -> sagan::Result<u8> {
             let cfg = Config::load(&config.expect("required by clap"), &overrides)?;
             let rank = launch::join(&cfg)?;
             let comm = rank.comm;
-            let data = sagan::data::Dataset::load(&cfg.data, &cfg.model)?;
+            let data = sagan::data::Dataset::load(&cfg.data, &cfg.model, comm)?;
             let net = eval::FeatureNet::load(&cfg.eval, rank.device)?;
             let (stats, path) = match out {
                 Some(out) => {
@@ -289,6 +344,76 @@ fn run_cli(cli: Cli) -> sagan::Result<u8> {
                 );
             }
             launch::finalize(rank.comm);
+        }
+        Command::Prepare {
+            input,
+            resolution,
+            out,
+            channels,
+            skip_bad,
+            threads,
+        } => {
+            let opts = sagan::data::prepare::PrepareOptions {
+                resolution,
+                channels,
+                skip_bad,
+                threads: threads.unwrap_or_else(cpus),
+                progress: true,
+            };
+            let report = sagan::data::prepare::prepare(&input, &out, &opts)?;
+            for line in &report.skipped {
+                eprintln!("skipped: {line}");
+            }
+            let h = &report.header;
+            println!(
+                "{} images ({} classes, {}x{}x{}) -> {} in {:.1} s ({:.0} images/s){}",
+                h.count,
+                h.class_names.len(),
+                h.channels,
+                h.resolution,
+                h.resolution,
+                out.display(),
+                report.seconds,
+                (h.count + h.skipped) as f64 / report.seconds,
+                if report.skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!("; skipped {} unreadable image(s)", report.skipped.len())
+                }
+            );
+        }
+        Command::BenchData {
+            dir,
+            jpeg_dir,
+            jpegs,
+            threads,
+            python,
+            rss_gib,
+            seconds,
+        } => {
+            let threads = threads.unwrap_or_else(cpus);
+            let figures = sagan::data::bench::run(&sagan::data::bench::BenchOptions {
+                dir,
+                jpeg_dir,
+                jpegs,
+                threads,
+                python,
+                rss_gib,
+                seconds,
+            })?;
+            println!(
+                "{:<78} {:>7} {:>10} {:>12}",
+                "what", "threads", "images/s", "per thread"
+            );
+            for f in figures {
+                println!(
+                    "{:<78} {:>7} {:>10.0} {:>12.0}",
+                    f.what,
+                    f.threads,
+                    f.images_per_s,
+                    f.images_per_s / f.threads as f64
+                );
+            }
         }
         Command::ShowConfig { config, overrides } => {
             print!("{}", Config::load(&config, &overrides)?.to_toml());
