@@ -6,6 +6,7 @@ pub mod data;
 pub mod dist;
 pub mod error;
 pub mod gpu_check;
+pub mod labels;
 pub mod log;
 pub mod metrics;
 pub mod model;

@@ -54,6 +54,7 @@ fn write_dataset(dir: &Path, n: u32, seed: u32) -> PathBuf {
 
 /// Untrained classifier weights; each call draws different ones.
 fn write_weights(path: &Path) -> PathBuf {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let c = sagan::metrics::classifier::Classifier::new(tch::Device::Cpu, 10);
     c.vs.save(path).unwrap();
     path.to_path_buf()
@@ -62,7 +63,8 @@ fn write_weights(path: &Path) -> PathBuf {
 const IMAGES: u32 = 300;
 
 struct Setup {
-    /// The working directory of every command: sagan's cache lands in its `.cache/`.
+    /// The working directory of every command; sagan's cache lands beside the weights, in
+    /// `weights/fid_stats/`, not here.
     dir: tempfile::TempDir,
     w1: PathBuf,
     w2: PathBuf,
@@ -74,8 +76,8 @@ fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
     Setup {
-        w1: write_weights(&p.join("w1.safetensors")),
-        w2: write_weights(&p.join("w2.safetensors")),
+        w1: write_weights(&p.join("weights/w1.safetensors")),
+        w2: write_weights(&p.join("weights/w2.safetensors")),
         d1: write_dataset(&p.join("d1"), IMAGES, 1),
         d2: write_dataset(&p.join("d2"), IMAGES, 2),
         dir,
@@ -160,11 +162,15 @@ fn configs_that_differ_get_different_cache_files() {
     for p in [&a, &b, &c] {
         assert!(p.exists(), "{}", p.display());
         assert!(
-            p.starts_with(s.dir.path().join(".cache/fid_stats")),
+            p.starts_with(s.dir.path().join("weights/fid_stats")),
             "{}",
             p.display()
         );
     }
+    assert!(
+        !s.dir.path().join(".cache").exists(),
+        "the cache depends on the working directory"
+    );
     assert!(a != b && a != c && b != c, "{a:?} {b:?} {c:?}");
     assert!(text_a.contains("computing"), "{text_a}");
     // What the file says it was computed from is what it was computed from.

@@ -103,18 +103,31 @@ impl Reporter {
         self.flush()
     }
 
-    pub fn scores(&mut self, step: i64, label: &str, sc: &Scores) -> Result<()> {
+    /// One evaluation of `network` ("G_ema", or "G"), its metrics named for the feature network
+    /// (`label`) everywhere: console, metrics.jsonl, TensorBoard (`eval/FID_<label>` for G_ema,
+    /// `eval/FID_<label>_G` for the raw G).
+    pub fn scores(&mut self, step: i64, label: &str, network: &str, sc: &Scores) -> Result<()> {
         println!(
-            "eval step {step}: FID_{label} {:.3}  IS_{label} {:.3} ± {:.3}  ({} samples, {:.1} s)",
+            "eval step {step} {network}: FID_{label} {:.3}  IS_{label} {:.3} ± {:.3}  ({} samples, {:.1} s)",
             sc.fid, sc.is_mean, sc.is_std, sc.samples, sc.seconds
         );
-        self.json_line(serde_json::json!({ "step": step, "eval": sc, "feature_net": label }))?;
-        self.tb
-            .add_scalar(&format!("eval/FID_{label}"), sc.fid, step)?;
-        self.tb
-            .add_scalar(&format!("eval/IS_{label}"), sc.is_mean, step)?;
-        self.tb
-            .add_scalar(&format!("eval/IS_{label}_std"), sc.is_std, step)?;
+        self.json_line(serde_json::json!({
+            "step": step, "eval": sc, "feature_net": label, "network": network,
+            format!("FID_{label}"): sc.fid, format!("IS_{label}"): sc.is_mean,
+        }))?;
+        let suffix = if network == "G_ema" {
+            String::new()
+        } else {
+            format!("_{network}")
+        };
+        for (metric, v) in [
+            (format!("FID_{label}"), sc.fid),
+            (format!("IS_{label}"), sc.is_mean),
+            (format!("IS_{label}_std"), sc.is_std),
+        ] {
+            self.tb
+                .add_scalar(&format!("eval/{metric}{suffix}"), v, step)?;
+        }
         self.tb.flush()
     }
 

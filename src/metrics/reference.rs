@@ -6,9 +6,11 @@
 //! array: one file that cannot lose its description on a copy, still read by pytorch-fid), and a
 //! file is only used when its provenance matches the run's:
 //!
-//! - `eval.reference_stats` empty (the default): sagan's cache, at a path derived from the
-//!   provenance ([`Provenance::cache_path`]), so configs that differ never share a file; a file
-//!   there that does not match is recomputed.
+//! - `eval.reference_stats` empty (the default): sagan's cache, `fid_stats/` in the directory of
+//!   the feature network's weights (the statistics belong to those weights, and the place does
+//!   not depend on the working directory), under a name derived from the provenance
+//!   ([`Provenance::cache_name`]), so configs that differ never share a file; a file there that
+//!   does not match is recomputed.
 //! - `eval.reference_stats` named: a mismatching file is refused with the differing fields; a
 //!   file without provenance (pytorch-fid's `--save-stats`) is used with a warning saying what it
 //!   must have been computed from; a missing file is computed and written there.
@@ -22,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tch::{Device, Tensor};
 
-use super::eval::{dataset_stats, FeatureNet};
+use super::eval::{dataset_stats, label, FeatureNet};
 use super::fid::FidStats;
 use super::npz;
 use crate::config::{EvalConfig, FeatureNetKind};
@@ -47,7 +49,8 @@ impl StatsFile {
     /// `eval.reference_stats` when set, else the cache path for `provenance`.
     pub fn resolve(cfg: &EvalConfig, provenance: &Provenance) -> Self {
         if cfg.reference_stats.as_os_str().is_empty() {
-            Self::Cache(provenance.cache_path())
+            let weights_dir = cfg.weights.parent().unwrap_or(Path::new(""));
+            Self::Cache(weights_dir.join("fid_stats").join(provenance.cache_name()))
         } else {
             Self::Explicit(cfg.reference_stats.clone())
         }
@@ -107,18 +110,18 @@ impl Provenance {
         serde_json::to_string(self).expect("provenance serialises")
     }
 
-    /// `.cache/fid_stats/<feature net>_<N>x<C>x<res>x<res>_<hash>.npz`, the hash over every field,
-    /// so two configs share a file exactly when their statistics would be the same.
-    pub fn cache_path(&self) -> PathBuf {
+    /// `<feature net>_<N>x<C>x<res>x<res>_<hash>.npz`, the hash over every field, so two configs
+    /// share a file exactly when their statistics would be the same.
+    pub fn cache_name(&self) -> String {
         let digest = hex(&Sha256::digest(self.to_json().as_bytes()));
-        PathBuf::from(".cache/fid_stats").join(format!(
+        format!(
             "{}_{}x{}x{res}x{res}_{}.npz",
             self.feature_net,
             self.num_images,
             self.channels,
             &digest[..16],
             res = self.resolution,
-        ))
+        )
     }
 
     /// One line per field in which `stored` (the provenance JSON of `theirs`, e.g. "the file")
@@ -436,4 +439,34 @@ pub fn ensure_reference_stats(
         write_stats(file.path(), &stats, &provenance).map(|()| Vec::new())
     })?;
     Ok((stats, file))
+}
+
+/// `sagan fid-stats --compare`: the Frechet distance between two statistics files and the metric's
+/// name, `FID_<feature net>` when both files record the same feature network, plain `FID` when
+/// either has no provenance (pytorch-fid's files). Files of different feature networks are refused:
+/// their distance means nothing.
+pub fn compare_files(a: &Path, b: &Path) -> Result<(String, f64)> {
+    let net = |p: &Path| -> Result<Option<FeatureNetKind>> {
+        Ok(npz::load_provenance(p)?
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|v| serde_json::from_value(v["feature_net"].clone()).ok()))
+    };
+    let name = match (net(a)?, net(b)?) {
+        (Some(x), Some(y)) if x != y => {
+            return Err(Error::Data {
+                path: b.to_path_buf(),
+                msg: format!(
+                    "statistics of feature network {}, but {} holds {}'s: their distance means \
+                     nothing",
+                    label(y),
+                    a.display(),
+                    label(x)
+                ),
+            })
+        }
+        (Some(x), Some(_)) => format!("FID_{}", label(x)),
+        _ => "FID".to_string(),
+    };
+    let fid = npz::load_fid_stats(a)?.frechet_distance(&npz::load_fid_stats(b)?)?;
+    Ok((name, fid))
 }

@@ -365,6 +365,15 @@ impl Trainer {
     pub fn sample_g(&self, z: &Tensor, y: &Tensor) -> Tensor {
         tch::no_grad(|| self.g.forward(z, y, BnMode::Batch))
     }
+
+    /// The raw G's samples with its weights as they are now, as G.safetensors holds them (W / sigma
+    /// from the current u, v, no power iteration): what scoring the saved G must see. Replaces
+    /// G's normalised weights of the step, so it is for after training (the next step would
+    /// compute its own anyway).
+    pub fn sample_g_current(&self, z: &Tensor, y: &Tensor) -> Tensor {
+        self.g.sn.refresh(SnMode::Detached);
+        tch::no_grad(|| self.g.forward(z, y, BnMode::Batch))
+    }
 }
 
 /// A diverged run stops at the step it diverged, before anything is saved from it.
