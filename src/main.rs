@@ -243,7 +243,7 @@ fn run_cli(cli: Cli) -> sagan::Result<u8> {
                     let provenance = reference::agreed_provenance(comm, &cfg.eval, &data)?;
                     let stats =
                         eval::dataset_stats(comm, &net, &data, cfg.eval.batch, rank.device)?;
-                    reference::decided_on_root(comm, || {
+                    sagan::dist::agree::rank0_decides_bytes(comm, || {
                         reference::write_stats(&out, &stats, &provenance).map(|()| Vec::new())
                     })?;
                     (stats, out)
