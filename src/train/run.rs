@@ -108,7 +108,9 @@ struct Run {
     last_checkpoint: Option<i64>,
 }
 
-pub fn run(mut t: Trainer, mode: StartMode) -> Result<Outcome> {
+/// Trains `t` from the start `mode` asks for. `preemption` was installed before the trainer was
+/// built, so a signal during start-up is not lost: the run then stops after its first step.
+pub fn run(mut t: Trainer, mode: StartMode, preemption: Preemption) -> Result<Outcome> {
     // Everything that can fail comes before anything is written to the run directory.
     let evaluator = Evaluator::new(&t)?;
     let (start, found) = checkpointing::decide_start(&t, &mode)?;
@@ -121,7 +123,6 @@ pub fn run(mut t: Trainer, mode: StartMode) -> Result<Outcome> {
     if let Some(state) = &start.resumed {
         checkpointing::restore(&mut t, state, found)?;
     }
-    let preemption = Preemption::install()?;
     let out = if rank0 {
         Some(open_outputs(&t, &start)?)
     } else {
