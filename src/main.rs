@@ -6,7 +6,7 @@ use sagan::cli::{Cli, Command};
 use sagan::config::Config;
 use sagan::dist::{abort, launch};
 use sagan::metrics::{eval, reference};
-use sagan::train::preemption::EXIT_PREEMPTED;
+use sagan::train::preemption::{Preemption, EXIT_PREEMPTED};
 use sagan::train::run::{self, Outcome};
 use sagan::train::run_dir::StartMode;
 use sagan::train::Trainer;
@@ -62,9 +62,10 @@ fn run_cli(cli: Cli) -> sagan::Result<u8> {
                 (None, true) => StartMode::Overwrite,
                 (None, false) => StartMode::Fresh,
             };
+            let preemption = Preemption::install()?;
             let rank = launch::join(&cfg)?;
             let trainer = Trainer::new(cfg, rank.comm, rank.device)?;
-            let outcome = run::run(trainer, mode)?;
+            let outcome = run::run(trainer, mode, preemption)?;
             launch::finalize(rank.comm);
             if let Outcome::Preempted { .. } = outcome {
                 return Ok(EXIT_PREEMPTED as u8);
@@ -172,7 +173,7 @@ fn run_cli(cli: Cli) -> sagan::Result<u8> {
                     let provenance = reference::agreed_provenance(comm, &cfg.eval, &data)?;
                     let stats =
                         eval::dataset_stats(comm, &net, &data, cfg.eval.batch, rank.device)?;
-                    reference::decided_on_root(comm, || {
+                    sagan::dist::agree::rank0_decides_bytes(comm, || {
                         reference::write_stats(&out, &stats, &provenance).map(|()| Vec::new())
                     })?;
                     (stats, out)

@@ -29,7 +29,7 @@ use super::fid::FidStats;
 use super::npz;
 use crate::config::{EvalConfig, FeatureNetKind};
 use crate::data::Dataset;
-use crate::dist::Comm;
+use crate::dist::{agree, Comm};
 use crate::error::{Error, IoContext, Result};
 
 /// Version of what goes into reference statistics (input quantisation, resize, float64 moments
@@ -262,35 +262,6 @@ pub fn agreed_provenance(comm: &dyn Comm, cfg: &EvalConfig, data: &Dataset) -> R
     Ok(mine)
 }
 
-/// Runs `decide` on rank 0 only and gives its outcome to every rank: the bytes it returned, or,
-/// when it failed, its error (the original on rank 0, its message on the others). Every rank thus
-/// takes the same branch afterwards, whatever the other ranks could see themselves.
-pub fn decided_on_root(
-    comm: &dyn Comm,
-    decide: impl FnOnce() -> Result<Vec<u8>>,
-) -> Result<Vec<u8>> {
-    let (mut msg, own_error) = if comm.rank() == 0 {
-        match decide() {
-            Ok(bytes) => ([&[1u8][..], &bytes].concat(), None),
-            Err(e) => ([&[0u8][..], e.to_string().as_bytes()].concat(), Some(e)),
-        }
-    } else {
-        (Vec::new(), None)
-    };
-    comm.broadcast_bytes(&mut msg, 0)?;
-    if let Some(e) = own_error {
-        return Err(e);
-    }
-    match msg.split_first() {
-        Some((1, bytes)) => Ok(bytes.to_vec()),
-        Some((_, text)) => Err(Error::Dist(format!(
-            "rank 0: {}",
-            String::from_utf8_lossy(text)
-        ))),
-        None => Err(Error::Dist("rank 0 sent an empty decision".into())),
-    }
-}
-
 /// mu and sigma as little-endian float64 bytes after their dimension.
 fn stats_to_bytes(stats: &FidStats) -> Result<Vec<u8>> {
     let d = stats.mu.size()[0];
@@ -424,7 +395,7 @@ pub fn ensure_reference_stats(
 ) -> Result<(FidStats, StatsFile)> {
     let provenance = agreed_provenance(comm, cfg, data)?;
     let file = StatsFile::resolve(cfg, &provenance);
-    let decision = decided_on_root(comm, || {
+    let decision = agree::rank0_decides_bytes(comm, || {
         Ok(match inspect(&file, &provenance, cfg, net.dim())? {
             Found::Use(stats) => stats_to_bytes(&stats)?,
             Found::Compute => Vec::new(),
@@ -435,7 +406,7 @@ pub fn ensure_reference_stats(
     }
     let stats = dataset_stats(comm, net, data, cfg.batch, device)?;
     // The write's outcome is shared too: a rank 0 that cannot write fails every rank here.
-    decided_on_root(comm, || {
+    agree::rank0_decides_bytes(comm, || {
         write_stats(file.path(), &stats, &provenance).map(|()| Vec::new())
     })?;
     Ok((stats, file))

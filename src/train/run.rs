@@ -32,6 +32,8 @@ pub struct RunSummary {
     pub final_stats: StepStats,
     /// Median seconds per step of this process's part of the run (since its last resume).
     pub median_step_seconds: f64,
+    /// Share of the step time this rank spent in gradient all-reduces (this session).
+    pub allreduce_share: f64,
     pub images_per_second: f64,
     /// Attention gammas by block (`G.attention.1`, `D.attention.0`).
     pub gammas: BTreeMap<String, f64>,
@@ -115,12 +117,15 @@ struct Run {
     schedule: Schedule,
     preemption: Preemption,
     step_times: Vec<f64>,
+    allreduce_times: Vec<f64>,
     stats: StepStats,
     /// The step of the newest checkpoint, known to every rank (checkpoints start with collectives).
     last_checkpoint: Option<i64>,
 }
 
-pub fn run(mut t: Trainer, mode: StartMode) -> Result<Outcome> {
+/// Trains `t` from the start `mode` asks for. `preemption` was installed before the trainer was
+/// built, so a signal during start-up is not lost: the run then stops after its first step.
+pub fn run(mut t: Trainer, mode: StartMode, preemption: Preemption) -> Result<Outcome> {
     // Everything that can fail comes before anything is written to the run directory.
     let evaluator = Evaluator::new(&t)?;
     let (start, found) = checkpointing::decide_start(&t, &mode)?;
@@ -133,7 +138,6 @@ pub fn run(mut t: Trainer, mode: StartMode) -> Result<Outcome> {
     if let Some(state) = &start.resumed {
         checkpointing::restore(&mut t, state, found)?;
     }
-    let preemption = Preemption::install()?;
     let out = if rank0 {
         Some(open_outputs(&t, &start)?)
     } else {
@@ -163,6 +167,7 @@ pub fn run(mut t: Trainer, mode: StartMode) -> Result<Outcome> {
         row_labels,
         preemption,
         step_times: Vec::new(),
+        allreduce_times: Vec::new(),
         stats: StepStats::default(),
         // A resumed run has its checkpoint of that step already.
         last_checkpoint: start.resumed.as_ref().map(|s| s.step),
@@ -222,6 +227,7 @@ impl Run {
             let t0 = Instant::now();
             self.stats = self.t.train_step()?;
             self.step_times.push(t0.elapsed().as_secs_f64());
+            self.allreduce_times.push(self.stats.allreduce_seconds);
             if let Some(o) = self.out.as_mut() {
                 o.checkpoints.poll()?;
             }
@@ -253,8 +259,9 @@ impl Run {
         };
         let t = &self.t;
         let window = t.cfg.train.log_every as usize;
-        let recent = &self.step_times[self.step_times.len().saturating_sub(window)..];
-        let per_step = recent.iter().sum::<f64>() / recent.len().max(1) as f64;
+        let recent = |v: &[f64]| -> f64 { v[v.len().saturating_sub(window)..].iter().sum() };
+        let n = self.step_times.len().min(window).max(1) as f64;
+        let per_step = recent(&self.step_times) / n;
         o.reporter.step(&StepReport {
             step: t.step,
             stats: &self.stats,
@@ -264,6 +271,7 @@ impl Run {
             lr_d: t.opt_d.lr,
             images_per_second: t.cfg.train.batch_size as f64 / per_step,
             seconds_per_step: per_step,
+            allreduce_share: recent(&self.allreduce_times) / recent(&self.step_times).max(1e-12),
         })
     }
 
@@ -414,6 +422,8 @@ impl Run {
             global_batch: t.cfg.train.batch_size,
             final_stats: self.stats,
             median_step_seconds: median(&mut self.step_times.clone()),
+            allreduce_share: self.allreduce_times.iter().sum::<f64>()
+                / self.step_times.iter().sum::<f64>().max(1e-12),
             images_per_second: t.cfg.train.batch_size as f64 * self.step_times.len() as f64
                 / elapsed.max(1e-9),
             gammas: t.named_gammas().into_iter().collect(),

@@ -26,6 +26,8 @@ pub struct StepStats {
     pub d_fake: f64,
     pub d_grad_norm: f64,
     pub g_grad_norm: f64,
+    /// Seconds this rank spent in the gradient all-reduces of the step (on GPUs: enqueue and wait).
+    pub allreduce_seconds: f64,
 }
 
 pub struct Trainer {
@@ -223,6 +225,8 @@ impl Trainer {
         s.g_grad_norm = self.g_buckets.all_reduce(self.comm, self.step + 1)?;
         self.opt_g.step();
         s.g_loss = g_loss.double_value(&[]);
+        s.allreduce_seconds =
+            self.d_buckets.take_comm_seconds() + self.g_buckets.take_comm_seconds();
         self.step += 1;
         self.ema.update(self.step, &self.g_ema);
         check_finite_losses(self.step, &s)?;
