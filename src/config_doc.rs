@@ -85,9 +85,13 @@ pub fn find(key: &str) -> Option<&'static KeyDoc> {
 
 /// Every key of a config with its value as TOML, in `section.key` form.
 pub fn flatten(cfg: &Config) -> Vec<(String, toml::Value)> {
-    let value = toml::Value::try_from(cfg).expect("a config serialises");
+    flatten_value(&toml::Value::try_from(cfg).expect("a config serialises"))
+}
+
+/// The same for any TOML document (a config as some earlier run saved it).
+pub fn flatten_value(value: &toml::Value) -> Vec<(String, toml::Value)> {
     let mut out = Vec::new();
-    flatten_into("", &value, &mut out);
+    flatten_into("", value, &mut out);
     out
 }
 

@@ -31,27 +31,6 @@ fn stats_files(args: &[&str]) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
-/// `n` 28x28 images and labels in the IDX format of Fashion-MNIST's training split, different
-/// for each `seed`.
-fn write_dataset(dir: &Path, n: u32, seed: u32) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut images = 0x0803u32.to_be_bytes().to_vec();
-    for d in [n, 28, 28] {
-        images.extend(d.to_be_bytes());
-    }
-    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    for _ in 0..n * 28 * 28 {
-        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        images.push((state >> 24) as u8);
-    }
-    let mut labels = 0x0801u32.to_be_bytes().to_vec();
-    labels.extend(n.to_be_bytes());
-    labels.extend((0..n).map(|i| (i % 10) as u8));
-    std::fs::write(dir.join("train-images-idx3-ubyte"), images).unwrap();
-    std::fs::write(dir.join("train-labels-idx1-ubyte"), labels).unwrap();
-    dir.to_path_buf()
-}
-
 /// Untrained classifier weights; each call draws different ones.
 fn write_weights(path: &Path) -> PathBuf {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -78,8 +57,8 @@ fn setup() -> Setup {
     Setup {
         w1: write_weights(&p.join("weights/w1.safetensors")),
         w2: write_weights(&p.join("weights/w2.safetensors")),
-        d1: write_dataset(&p.join("d1"), IMAGES, 1),
-        d2: write_dataset(&p.join("d2"), IMAGES, 2),
+        d1: common::write_fmnist_like(&p.join("d1"), IMAGES, 1),
+        d2: common::write_fmnist_like(&p.join("d2"), IMAGES, 2),
         dir,
     }
 }

@@ -166,12 +166,17 @@ print(" ".join(str(e.step) for e in m.Scalars(".", sys.argv[2])) if sys.argv[2] 
 /// `n` random 28x28 images with labels 0..9 in turn, in the IDX format of Fashion-MNIST's training
 /// split, in `dir`: a dataset small enough that reference statistics take no time.
 pub fn write_small_fmnist(dir: &std::path::Path, n: u32) -> std::path::PathBuf {
+    write_fmnist_like(dir, n, 12345)
+}
+
+/// The same, with images that differ for each `seed`.
+pub fn write_fmnist_like(dir: &std::path::Path, n: u32, seed: u32) -> std::path::PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let mut images = 0x0803u32.to_be_bytes().to_vec();
     for d in [n, 28, 28] {
         images.extend(d.to_be_bytes());
     }
-    let mut state = 12345u32;
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
     for _ in 0..n * 28 * 28 {
         state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
         images.push((state >> 24) as u8);
