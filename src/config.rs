@@ -1,6 +1,6 @@
 //! Typed run configuration: TOML with documented defaults, `--set section.key=value` overrides,
 //! validation that names the offending key and file, and a stable hash for cross-rank comparison.
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -8,6 +8,9 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, IoContext, Result};
 use crate::model::arch::Arch;
 
+/// A run's configuration. What each key means, its default and the values it takes are listed in
+/// [`crate::config_doc::KEY_DOCS`] (`sagan show-config --explain`, docs/config.md); relative paths
+/// resolve as [`PATH_KEYS`] says.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -176,6 +179,8 @@ pub struct EvalConfig {
     pub every: i64,
     /// Evaluate before the first step too, as the baseline the run should improve on.
     pub at_start: bool,
+    /// At the end, score the raw G as well as G_ema (one more evaluation).
+    pub score_g: bool,
     /// Generated samples per evaluation, split over the ranks; at least 10 (IS's splits).
     pub num_samples: i64,
     /// Samples generated per forward pass. Sampling uses batch statistics, so every forward pass
@@ -185,8 +190,8 @@ pub struct EvalConfig {
     /// Weights of the feature network (safetensors).
     pub weights: PathBuf,
     /// Reference statistics (pytorch-fid .npz: mu, sigma, plus the provenance sagan records).
-    /// Empty (the default): sagan's cache, `.cache/fid_stats/<feature net>_<N>x<C>x<H>x<W>_<hash>.npz`
-    /// (relative to the working directory), the hash over what the statistics are computed from
+    /// Empty (the default): sagan's cache, `fid_stats/<feature net>_<N>x<C>x<H>x<W>_<hash>.npz`
+    /// in the directory of `eval.weights`, the hash over what the statistics are computed from
     /// (feature network and its weights, training images), recomputed when it does not match. A
     /// path: used if its recorded provenance matches this run, refused if not; a pytorch-fid file
     /// without provenance is used with a warning; computed and written there when missing.
@@ -199,6 +204,7 @@ impl Default for EvalConfig {
             enabled: false,
             every: 0,
             at_start: true,
+            score_g: true,
             num_samples: 10000,
             batch: 250,
             feature_net: FeatureNetKind::FmnistClassifier,
@@ -300,36 +306,180 @@ impl Default for OutputConfig {
     }
 }
 
+/// A config value that is wrong: the keys it is about and what is wrong with them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invalid {
+    pub keys: Vec<&'static str>,
+    pub msg: String,
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+fn invalid(keys: &[&'static str], msg: String) -> Invalid {
+    Invalid {
+        keys: keys.to_vec(),
+        msg,
+    }
+}
+
+/// The keys that hold paths. A relative path written in a config file (or a relative default the
+/// file leaves in place) is relative to the directory of that file; one given with `--set`, to
+/// the current directory. Both are made absolute when the config is loaded, so the effective
+/// config (and the run's config.toml) means the same from anywhere.
+pub const PATH_KEYS: [&str; 5] = [
+    "data.path",
+    "data.cache_dir",
+    "eval.weights",
+    "eval.reference_stats",
+    "output.dir",
+];
+
+/// Whether an override of `set_key` decides `key`: the same key, a section above it, or a key
+/// inside it (an override of a whole section).
+fn overrides_key(set_key: &str, key: &str) -> bool {
+    set_key == key
+        || key
+            .strip_prefix(set_key)
+            .is_some_and(|r| r.starts_with('.'))
+        || set_key
+            .strip_prefix(key)
+            .is_some_and(|r| r.starts_with('.'))
+}
+
+/// `rel` joined to `anchor`, an absolute path without symbolic links (a canonical directory, or
+/// the current directory as the kernel reports it). Leading `..` are folded into the anchor, which
+/// is exact because the anchor has no links; any later ones are left for the OS to resolve.
+pub fn join_path(anchor: &Path, rel: &Path) -> PathBuf {
+    let mut out = anchor.to_path_buf();
+    let mut parts = rel.components().peekable();
+    while let Some(c) = parts.peek() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => break,
+        }
+        parts.next();
+    }
+    out.extend(parts);
+    out
+}
+
+/// The directory a config file's relative paths are relative to, without symbolic links.
+fn config_dir(path: &Path) -> Result<PathBuf> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    dir.canonicalize().at(dir)
+}
+
 impl Config {
-    /// Reads `path`, applies `overrides` ("section.key=value"), deserialises and validates.
+    /// Reads `path`, applies `overrides` ("section.key=value"), deserialises, resolves relative
+    /// paths (see [`PATH_KEYS`]) and validates. Errors name the file, or the override at fault.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
         let text = std::fs::read_to_string(path).at(path)?;
-        Self::from_toml_str(&text, &path.display().to_string(), overrides)
+        let base = config_dir(path)?;
+        Self::parse(&text, &path.display().to_string(), Some(&base), overrides)
     }
 
-    /// `origin` names the source in error messages (a file path, or "<defaults>").
+    /// From TOML text without a file: `origin` names the source in error messages (e.g.
+    /// "<defaults>"), and relative paths not given by an override stay relative.
     pub fn from_toml_str(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
-        let err = |msg: String| Error::Config {
+        Self::parse(text, origin, None, overrides)
+    }
+
+    fn parse(text: &str, origin: &str, base: Option<&Path>, overrides: &[String]) -> Result<Self> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::Config {
             file: origin.to_string(),
-            msg,
-        };
-        let mut table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| err(e.to_string()))?;
+            msg: e.to_string(),
+        })?;
+        let mut set = Vec::new();
         for o in overrides {
-            apply_override(&mut table, o).map_err(|m| err(format!("--set {o}: {m}")))?;
+            let key = apply_override(&mut table, o).map_err(|msg| Error::Override {
+                spec: o.clone(),
+                msg,
+            })?;
+            set.push((key, o.clone()));
         }
-        let cfg: Config =
+        // An error about a key that an override decided is that override's, not the file's.
+        let blame = |keys: &[&str], msg: String| match set
+            .iter()
+            .rev()
+            .find(|(k, _)| keys.iter().any(|key| overrides_key(k, key)))
+        {
+            Some((_, spec)) => Error::Override {
+                spec: spec.clone(),
+                msg,
+            },
+            None => Error::Config {
+                file: origin.to_string(),
+                msg,
+            },
+        };
+        let mut cfg: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let key = e.path().to_string();
-                err(format!("key `{key}`: {}", e.into_inner()))
+                blame(&[key.as_str()], format!("key `{key}`: {}", e.into_inner()))
             })?;
-        cfg.validate().map_err(err)?;
+        let from_set = |key: &str| set.iter().any(|(k, _)| overrides_key(k, key));
+        cfg.resolve_paths(base, &from_set)?;
+        cfg.validate().map_err(|e| blame(&e.keys, e.msg))?;
         Ok(cfg)
     }
 
-    /// Checks values that the types alone cannot; the message names the key.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    /// The path-valued keys and their values (see [`PATH_KEYS`]).
+    fn paths_mut(&mut self) -> [(&'static str, &mut PathBuf); 5] {
+        [
+            (PATH_KEYS[0], &mut self.data.path),
+            (PATH_KEYS[1], &mut self.data.cache_dir),
+            (PATH_KEYS[2], &mut self.eval.weights),
+            (PATH_KEYS[3], &mut self.eval.reference_stats),
+            (PATH_KEYS[4], &mut self.output.dir),
+        ]
+    }
+
+    /// Makes relative paths absolute: an override's against the current directory, the file's
+    /// (and defaults') against `base`, the file's directory (left relative without one). An empty
+    /// path means "not set" and stays empty.
+    fn resolve_paths(
+        &mut self,
+        base: Option<&Path>,
+        from_set: &dyn Fn(&str) -> bool,
+    ) -> Result<()> {
+        let mut cwd = None;
+        for (key, value) in self.paths_mut() {
+            if value.as_os_str().is_empty() || value.is_absolute() {
+                continue;
+            }
+            let anchor = if from_set(key) {
+                if cwd.is_none() {
+                    cwd = Some(std::env::current_dir().at(".")?);
+                }
+                cwd.as_deref()
+            } else {
+                base
+            };
+            if let Some(anchor) = anchor {
+                *value = join_path(anchor, value);
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks values that the types alone cannot; the error names the keys it is about.
+    pub fn validate(&self) -> std::result::Result<(), Invalid> {
+        self.validate_counts()?;
+        self.validate_rates()?;
+        self.validate_architecture()
+    }
+
+    fn validate_counts(&self) -> std::result::Result<(), Invalid> {
         let m = &self.model;
         let t = &self.train;
         let positive_i = [
@@ -348,7 +498,7 @@ impl Config {
         ];
         for (key, v) in positive_i {
             if v <= 0 {
-                return Err(format!("key `{key}` must be > 0, got {v}"));
+                return Err(invalid(&[key], format!("key `{key}` must be > 0, got {v}")));
             }
         }
         if self.eval.enabled {
@@ -357,15 +507,18 @@ impl Config {
                 ("eval.batch", self.eval.batch),
             ] {
                 if v <= 0 {
-                    return Err(format!("key `{key}` must be > 0, got {v}"));
+                    return Err(invalid(&[key], format!("key `{key}` must be > 0, got {v}")));
                 }
             }
             let splits = crate::metrics::inception_score::DEFAULT_SPLITS as i64;
             if self.eval.num_samples < splits {
-                return Err(format!(
-                    "key `eval.num_samples` must be >= {splits} (the Inception Score splits the \
-                     samples into {splits} parts), got {}",
-                    self.eval.num_samples
+                return Err(invalid(
+                    &["eval.num_samples"],
+                    format!(
+                        "key `eval.num_samples` must be >= {splits} (the Inception Score splits \
+                         the samples into {splits} parts), got {}",
+                        self.eval.num_samples
+                    ),
                 ));
             }
         }
@@ -381,9 +534,18 @@ impl Config {
         ];
         for (key, v) in non_negative_i {
             if v < 0 {
-                return Err(format!("key `{key}` must be >= 0, got {v}"));
+                return Err(invalid(
+                    &[key],
+                    format!("key `{key}` must be >= 0, got {v}"),
+                ));
             }
         }
+        Ok(())
+    }
+
+    fn validate_rates(&self) -> std::result::Result<(), Invalid> {
+        let m = &self.model;
+        let t = &self.train;
         let positive_f = [
             ("train.lr_g", t.lr_g),
             ("train.lr_d", t.lr_d),
@@ -394,7 +556,10 @@ impl Config {
         ];
         for (key, v) in positive_f {
             if !(v > 0.0 && v.is_finite()) {
-                return Err(format!("key `{key}` must be a finite number > 0, got {v}"));
+                return Err(invalid(
+                    &[key],
+                    format!("key `{key}` must be a finite number > 0, got {v}"),
+                ));
             }
         }
         let unit = [
@@ -405,50 +570,69 @@ impl Config {
         ];
         for (key, v) in unit {
             if !(0.0..1.0).contains(&v) {
-                return Err(format!("key `{key}` must be in [0, 1), got {v}"));
+                return Err(invalid(
+                    &[key],
+                    format!("key `{key}` must be in [0, 1), got {v}"),
+                ));
             }
         }
         if !(self.dist.bucket_mb >= 0.0 && self.dist.bucket_mb.is_finite()) {
-            return Err(format!(
-                "key `dist.bucket_mb` must be >= 0, got {}",
-                self.dist.bucket_mb
+            return Err(invalid(
+                &["dist.bucket_mb"],
+                format!(
+                    "key `dist.bucket_mb` must be >= 0, got {}",
+                    self.dist.bucket_mb
+                ),
             ));
         }
+        Ok(())
+    }
+
+    fn validate_architecture(&self) -> std::result::Result<(), Invalid> {
+        let m = &self.model;
         if m.g_ch % 8 != 0 || m.d_ch % 8 != 0 {
-            return Err(format!(
-                "keys `model.g_ch` and `model.d_ch` must be multiples of 8 (attention uses C/8 channels), got {} and {}",
-                m.g_ch, m.d_ch
+            return Err(invalid(
+                &["model.g_ch", "model.d_ch"],
+                format!(
+                    "keys `model.g_ch` and `model.d_ch` must be multiples of 8 (attention uses C/8 channels), got {} and {}",
+                    m.g_ch, m.d_ch
+                ),
             ));
         }
         let arch = Arch::for_resolution(m.resolution).ok_or_else(|| {
-            format!(
-                "key `model.resolution`: no architecture for {}; available: {:?}",
-                m.resolution,
-                Arch::resolutions()
+            invalid(
+                &["model.resolution"],
+                format!(
+                    "key `model.resolution`: no architecture for {}; available: {:?}",
+                    m.resolution,
+                    Arch::resolutions()
+                ),
             )
         })?;
         for (key, wanted, available) in [
             ("model.g_attn_res", &m.g_attn_res, arch.g_resolutions()),
             ("model.d_attn_res", &m.d_attn_res, arch.d_resolutions()),
         ] {
+            // Either key can be the one that is wrong: the resolution picks the feature-map sizes.
+            let keys = [key, "model.resolution"];
             for r in wanted {
                 if !available.contains(r) {
-                    return Err(format!(
+                    return Err(invalid(&keys, format!(
                         "key `{key}`: the {}x{} architecture has no {r}x{r} feature map; available: {available:?}",
                         m.resolution, m.resolution
-                    ));
+                    )));
                 }
                 let blocks: Vec<usize> = (0..available.len())
                     .filter(|&i| available[i] == *r)
                     .collect();
                 if blocks.len() > 1 {
-                    return Err(format!(
+                    return Err(invalid(&keys, format!(
                         "key `{key}`: {r}x{r} is the feature-map size after blocks {blocks:?} of the {}x{} architecture, so it does not say where one attention block goes; the sizes after its blocks are {available:?} (choose a size that occurs once)",
                         m.resolution, m.resolution
-                    ));
+                    )));
                 }
                 if m.attention == AttentionKind::Official && r % 2 != 0 {
-                    return Err(format!("key `{key}`: official attention max-pools 2x2, needs an even resolution, got {r}"));
+                    return Err(invalid(&[key, "model.attention"], format!("key `{key}`: official attention max-pools 2x2, needs an even resolution, got {r}")));
                 }
             }
         }
@@ -479,7 +663,8 @@ impl Config {
     }
 }
 
-fn apply_override(table: &mut toml::Table, spec: &str) -> std::result::Result<(), String> {
+/// Sets the value `spec` ("section.key=value") names in `table`; returns the key.
+fn apply_override(table: &mut toml::Table, spec: &str) -> std::result::Result<String, String> {
     let (key, raw) = spec
         .split_once('=')
         .ok_or_else(|| "expected section.key=value".to_string())?;
@@ -503,7 +688,7 @@ fn apply_override(table: &mut toml::Table, spec: &str) -> std::result::Result<()
             .ok_or_else(|| format!("`{s}` is not a section"))?;
     }
     cur.insert(last.to_string(), value);
-    Ok(())
+    Ok(parts.join("."))
 }
 
 #[cfg(test)]
@@ -532,6 +717,52 @@ mod tests {
         assert_eq!(c.train.lr_d, 0.001);
         assert_eq!(c.output.dir, PathBuf::from("/tmp/a b"));
         assert_eq!(c.model.g_attn_res, vec![8]);
+    }
+
+    #[test]
+    fn relative_paths_follow_their_source() {
+        let base = Path::new("/base/configs");
+        assert_eq!(
+            join_path(base, Path::new("../runs/x")),
+            PathBuf::from("/base/runs/x")
+        );
+        assert_eq!(
+            join_path(base, Path::new("./a/../b")),
+            PathBuf::from("/base/configs/a/../b")
+        );
+        let text = "[output]\ndir = \"out\"\n[eval]\nweights = \"../w.st\"\n";
+        let cfg = Config::parse(text, "f", Some(base), &["data.path=d".into()]).unwrap();
+        assert_eq!(cfg.output.dir, PathBuf::from("/base/configs/out"));
+        assert_eq!(cfg.eval.weights, PathBuf::from("/base/w.st"));
+        assert_eq!(cfg.data.path, std::env::current_dir().unwrap().join("d"));
+        assert_eq!(
+            cfg.eval.reference_stats,
+            PathBuf::new(),
+            "empty means unset"
+        );
+        // A default the file leaves in place is the file's too; absolute paths stay as they are.
+        let cfg = Config::parse("", "f", Some(base), &[]).unwrap();
+        assert_eq!(cfg.output.dir, PathBuf::from("/base/configs/runs/sagan"));
+        assert_eq!(cfg.data.path, Config::default().data.path);
+    }
+
+    #[test]
+    fn an_override_is_blamed_for_the_keys_it_sets() {
+        assert!(overrides_key("train.steps", "train.steps"));
+        assert!(overrides_key("train", "train.steps"));
+        assert!(overrides_key("train.steps", "train"));
+        assert!(!overrides_key("train.step", "train.steps"));
+        let e = Config::from_toml_str("[train]\nsteps = 5\n", "f.toml", &["train.lr_g=-1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--set train.lr_g=-1: key `train.lr_g`"),
+            "{e}"
+        );
+        let e = Config::from_toml_str("[train]\nsteps = -5\n", "f.toml", &["train.lr_g=1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("config f.toml: key `train.steps`"), "{e}");
     }
 
     #[test]

@@ -11,6 +11,12 @@ pub enum Error {
     },
     #[error("config {file}: {msg}")]
     Config { file: String, msg: String },
+    /// A `--set` override that is malformed or sets a wrong value (the file is not at fault).
+    #[error("--set {spec}: {msg}")]
+    Override { spec: String, msg: String },
+    /// The feature network cannot score this run's images, or its weights are missing.
+    #[error("evaluation: {0}")]
+    Eval(String),
     #[error("data {path}: {msg}")]
     Data { path: PathBuf, msg: String },
     #[error("torch: {}", torch_message(.0))]

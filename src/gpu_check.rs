@@ -4,10 +4,12 @@ use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};
 
+use crate::checkpoint::store;
 use crate::config::Config;
 use crate::dist::nccl::NcclComm;
 use crate::dist::{device, Comm, LocalComm};
 use crate::error::{Error, Result};
+use crate::train::checkpointing::{self, RunRecord};
 use crate::train::Trainer;
 
 pub fn run(cfg: Config, steps: i64) -> Result<()> {
@@ -31,6 +33,8 @@ pub fn run(cfg: Config, steps: i64) -> Result<()> {
         "training on {dev:?}: {steps} steps of batch {batch} in {secs:.2} s = {:.1} images/s; last step {last:?}",
         (steps * batch) as f64 / secs
     );
+
+    checkpoint_round_trip(&t)?;
 
     let nccl = NcclComm::new(Box::new(LocalComm), 0)?;
     println!("NCCL: {} rank(s), library {}", nccl.size(), nccl.library());
@@ -60,6 +64,44 @@ pub fn run(cfg: Config, steps: i64) -> Result<()> {
         (n * 4) >> 20,
         secs * 1e3,
         (n * 4) as f64 / secs / 1e9
+    );
+    Ok(())
+}
+
+/// A checkpoint of the CUDA trainer written, read back and restored into a fresh trainer: every
+/// parameter, buffer and Adam moment must come back bit for bit (device -> host -> device).
+fn checkpoint_round_trip(t: &Trainer) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("sagan-gpu-check-{}", std::process::id()));
+    let t0 = Instant::now();
+    let snap = checkpointing::snapshot(t, &RunRecord::default())?;
+    let paused = t0.elapsed().as_secs_f64();
+    let written = store::write(&dir, snap, 1)?;
+    let found = store::load(&written.dir)?;
+    let mut fresh = Trainer::new(t.cfg.clone(), &LocalComm, t.device)?;
+    let state = found.state.clone();
+    checkpointing::restore(&mut fresh, &state, Some(found))?;
+    let (a, b) = (t.replicated_state(), fresh.replicated_state());
+    let differing: Vec<&str> = a
+        .iter()
+        .zip(&b)
+        .filter(|((_, x), (_, y))| !x.equal(y))
+        .map(|((n, _), _)| n.as_str())
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    if !differing.is_empty() || fresh.step != t.step {
+        return Err(Error::Train(format!(
+            "CUDA checkpoint round trip changed {} tensor(s) (e.g. {:?}) or the step",
+            differing.len(),
+            differing.first()
+        )));
+    }
+    println!(
+        "checkpoint on {:?}: {} tensors, {:.1} MB, snapshot {:.1} ms, written in {:.2} s, restored bit for bit",
+        t.device,
+        a.len(),
+        written.bytes as f64 / 1e6,
+        paused * 1e3,
+        written.seconds
     );
     Ok(())
 }

@@ -1,167 +1,15 @@
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
+use sagan::cli::{Cli, Command};
 use sagan::config::Config;
 use sagan::dist::{abort, launch};
 use sagan::metrics::{eval, reference};
-use sagan::train::preemption::EXIT_PREEMPTED;
+use sagan::train::preemption::{Preemption, EXIT_PREEMPTED};
 use sagan::train::run::{self, Outcome};
 use sagan::train::run_dir::StartMode;
 use sagan::train::Trainer;
-
-#[derive(Parser)]
-#[command(
-    name = "sagan",
-    version,
-    about = "Data-parallel Self-Attention GAN trainer on libtorch"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Train a SAGAN (one process per rank under mpirun or srun). SIGUSR1, SIGTERM or Ctrl-C
-    /// checkpoint and exit with code 75; continue with --resume.
-    Train {
-        /// The run's TOML config (see configs/).
-        #[arg(long)]
-        config: PathBuf,
-        /// Override a config value: --set train.steps=100 (repeatable).
-        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-        overrides: Vec<String>,
-        /// Continue the run in output.dir from its newest checkpoint (or start fresh, saying so,
-        /// when it has none); or from the given checkpoint directory (step_N), checkpoints
-        /// directory or run directory.
-        #[arg(long, value_name = "CHECKPOINT", num_args = 0..=1, conflicts_with = "overwrite")]
-        resume: Option<Option<PathBuf>>,
-        /// Delete the outputs of the run already in output.dir (weights, checkpoints, logs,
-        /// samples), then start a new one.
-        #[arg(long)]
-        overwrite: bool,
-    },
-    /// Print parameter counts and output shapes of each config's G and D.
-    ModelSummary {
-        #[arg(required = true)]
-        configs: Vec<PathBuf>,
-        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-        overrides: Vec<String>,
-    },
-    /// Time gradient averaging (bucketed) against a raw all-reduce of the same bytes; run under
-    /// mpirun with 2 or more ranks.
-    BenchAllreduce {
-        #[arg(long)]
-        config: PathBuf,
-        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-        overrides: Vec<String>,
-        #[arg(long, default_value_t = 20)]
-        iters: usize,
-    },
-    /// Train the small Fashion-MNIST classifier used as the feature network of the default's
-    /// FID and IS (reproducible: fixed seed); prints its test accuracy.
-    TrainClassifier {
-        #[arg(long, default_value = ".cache/fmnist_classifier.safetensors")]
-        out: PathBuf,
-        #[arg(long, default_value = "/usr/share/datasets/fashion-mnist")]
-        data: PathBuf,
-        #[arg(long, default_value_t = 4)]
-        epochs: i64,
-    },
-    /// On a GPU machine: a few CUDA training steps and a checked NCCL all-reduce (launch/gpu-check.sh).
-    GpuCheck {
-        #[arg(long, default_value = "configs/fmnist32.toml")]
-        config: PathBuf,
-        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-        overrides: Vec<String>,
-        #[arg(long, default_value_t = 20)]
-        steps: i64,
-    },
-    /// Reference statistics of the config's training set on its feature network, written as a
-    /// pytorch-fid .npz (mu, sigma, and the provenance sagan checks); or, with --compare, the FID
-    /// between two such files.
-    FidStats {
-        #[arg(long, required_unless_present = "compare")]
-        config: Option<PathBuf>,
-        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-        overrides: Vec<String>,
-        /// Compute afresh and write here. Without it, make sure the file a run would use
-        /// (`eval.reference_stats`, or sagan's cache when that is empty) exists and matches.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Two .npz files (ours or pytorch-fid's): print the Frechet distance between them.
-        #[arg(long, num_args = 2, value_names = ["A", "B"])]
-        compare: Option<Vec<PathBuf>>,
-    },
-    /// FID and IS of a trained G_ema (e.g. runs/fmnist32/G_ema.safetensors), across ranks.
-    Eval {
-        #[arg(long)]
-        config: PathBuf,
-        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-        overrides: Vec<String>,
-        #[arg(long)]
-        checkpoint: PathBuf,
-    },
-    /// Pack a dataset into one file that training reads without decoding: an ImageFolder (one
-    /// subfolder per class, JPEG/PNG), an IDX folder (Fashion-MNIST, MNIST) or CIFAR-10/100
-    /// binaries. Use it with data.dataset = "packed", data.path = OUT.
-    Prepare {
-        /// The dataset: a folder (ImageFolder, IDX or CIFAR) or a CIFAR .bin file.
-        #[arg(long)]
-        input: PathBuf,
-        /// Side of the square images (the model's resolution): centre crop, then an
-        /// antialiased bicubic resize (28x28 IDX images are zero-padded to 32 instead).
-        #[arg(long)]
-        resolution: u32,
-        /// The packed file to write (replaced if it exists).
-        #[arg(long)]
-        out: PathBuf,
-        /// 3 (RGB) or 1 (gray) channels; IDX data is gray, CIFAR RGB.
-        #[arg(long, default_value_t = 3)]
-        channels: u8,
-        /// Leave out images that cannot be read (listed and counted) instead of stopping.
-        #[arg(long)]
-        skip_bad: bool,
-        /// Decoding threads (default: the CPUs this process may use).
-        #[arg(long)]
-        threads: Option<usize>,
-    },
-    /// Measure the data path: packed loader images/s at 32 and 128 px, ImageFolder decoding of
-    /// 500x375 JPEGs to 128 px, on one thread and on all; optionally Pillow on the same files.
-    BenchData {
-        /// Folder for the synthetic files (kept, so a second run starts at once).
-        #[arg(long, default_value = ".cache/bench-data")]
-        dir: PathBuf,
-        /// Time these JPEGs (a folder with class subfolders) instead of synthetic ones.
-        #[arg(long)]
-        jpeg_dir: Option<PathBuf>,
-        /// Synthetic JPEGs to write.
-        #[arg(long, default_value_t = 400)]
-        jpegs: usize,
-        /// Threads for the "all cores" figures (default: the CPUs this process may use).
-        #[arg(long)]
-        threads: Option<usize>,
-        /// A Python with Pillow (e.g. .venv/bin/python): also time Pillow on the same JPEGs.
-        #[arg(long)]
-        python: Option<PathBuf>,
-        /// Also read a packed file of this many GiB through the loader and report resident
-        /// memory (0 = skip).
-        #[arg(long, default_value_t = 0.0)]
-        rss_gib: f64,
-        /// Seconds per loader figure.
-        #[arg(long, default_value_t = 3.0)]
-        seconds: f64,
-    },
-    /// Print the effective config (defaults, file and overrides merged) as TOML.
-    ShowConfig {
-        #[arg(long)]
-        config: PathBuf,
-        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-        overrides: Vec<String>,
-    },
-}
 
 fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
@@ -210,18 +58,50 @@ fn run_cli(cli: Cli) -> sagan::Result<u8> {
             overwrite,
         } => {
             let cfg = Config::load(&config, &overrides)?;
+            // Before anything starts (on every rank): evaluation that cannot work stops here.
+            if cfg.eval.enabled {
+                eval::check_fits(&cfg)?;
+            }
             let mode = match (resume, overwrite) {
                 (Some(path), _) => StartMode::Resume(path),
                 (None, true) => StartMode::Overwrite,
                 (None, false) => StartMode::Fresh,
             };
+            let preemption = Preemption::install()?;
             let rank = launch::join(&cfg)?;
             let trainer = Trainer::new(cfg, rank.comm, rank.device)?;
-            let outcome = run::run(trainer, mode)?;
+            let outcome = run::run(trainer, mode, preemption)?;
             launch::finalize(rank.comm);
             if let Outcome::Preempted { .. } = outcome {
                 return Ok(EXIT_PREEMPTED as u8);
             }
+        }
+        Command::Sample {
+            weights,
+            out,
+            tensors,
+            classes,
+            per_class,
+            seed,
+        } => {
+            let request = sagan::sample::Request {
+                weights: &weights,
+                png: &out,
+                tensors: tensors.as_deref(),
+                classes: &classes,
+                per_class,
+                seed,
+            };
+            let drawn = sagan::sample::run(&request, tch::Device::Cpu)?;
+            println!(
+                "{} ({} at step {}): {} classes x {} samples -> {}",
+                weights.display(),
+                drawn.network,
+                drawn.step,
+                drawn.rows,
+                per_class,
+                out.display()
+            );
         }
         Command::ModelSummary { configs, overrides } => {
             println!(
@@ -283,12 +163,12 @@ fn run_cli(cli: Cli) -> sagan::Result<u8> {
             compare,
         } => {
             if let Some(files) = compare {
-                let a = sagan::metrics::load_fid_stats(&files[0])?;
-                let b = sagan::metrics::load_fid_stats(&files[1])?;
-                println!("FID {:.9}", a.frechet_distance(&b)?);
+                let (name, fid) = reference::compare_files(&files[0], &files[1])?;
+                println!("{name} {fid:.9}");
                 return Ok(0);
             }
             let cfg = Config::load(&config.expect("required by clap"), &overrides)?;
+            eval::check_fits(&cfg)?;
             let rank = launch::join(&cfg)?;
             let comm = rank.comm;
             let data = sagan::data::Dataset::load(&cfg.data, &cfg.model, comm)?;
@@ -298,7 +178,7 @@ fn run_cli(cli: Cli) -> sagan::Result<u8> {
                     let provenance = reference::agreed_provenance(comm, &cfg.eval, &data)?;
                     let stats =
                         eval::dataset_stats(comm, &net, &data, cfg.eval.batch, rank.device)?;
-                    reference::decided_on_root(comm, || {
+                    sagan::dist::agree::rank0_decides_bytes(comm, || {
                         reference::write_stats(&out, &stats, &provenance).map(|()| Vec::new())
                     })?;
                     (stats, out)
@@ -332,9 +212,11 @@ fn run_cli(cli: Cli) -> sagan::Result<u8> {
         } => {
             let cfg = Config::load(&config, &overrides)?;
             let rank = launch::join(&cfg)?;
+            // Checks the weights against the model first, then (eval::check_fits) the feature net.
             if let Some(s) = eval::evaluate_checkpoint(&cfg, rank.comm, rank.device, &checkpoint)? {
+                let l = eval::label(cfg.eval.feature_net);
                 println!(
-                    "{}: FID {:.9}  IS {:.9} ± {:.9}  ({} samples, {:.1} s)",
+                    "{}: FID_{l} {:.9}  IS_{l} {:.9} ± {:.9}  ({} samples, {:.1} s)",
                     checkpoint.display(),
                     s.fid,
                     s.is_mean,
@@ -415,8 +297,21 @@ fn run_cli(cli: Cli) -> sagan::Result<u8> {
                 );
             }
         }
-        Command::ShowConfig { config, overrides } => {
-            print!("{}", Config::load(&config, &overrides)?.to_toml());
+        Command::ShowConfig {
+            config,
+            overrides,
+            explain,
+        } => {
+            let cfg = match &config {
+                Some(path) => Some(Config::load(path, &overrides)?),
+                None if overrides.is_empty() => None,
+                None => Some(Config::from_toml_str("", "<defaults>", &overrides)?),
+            };
+            match (explain, cfg) {
+                (true, cfg) => print!("{}", sagan::config_doc::explain(cfg.as_ref())),
+                (false, Some(cfg)) => print!("{}", cfg.to_toml()),
+                (false, None) => unreachable!("clap requires --config without --explain"),
+            }
         }
     }
     Ok(0)

@@ -116,21 +116,46 @@ pub fn save_png(grid: &Tensor, path: &Path) -> Result<()> {
     std::fs::rename(&tmp, path).at(path)
 }
 
+/// A grid from [`grid`] (or [`attention_overlay`]) with `labels` in a column on its left, one per
+/// grid row (class names, or numbers).
+pub fn labelled(grid: &Tensor, labels: &[String]) -> Tensor {
+    let (_, height, _) = grid.size3().expect("CHW grid");
+    let rows = labels.len() as i64;
+    if rows == 0 {
+        return grid.shallow_clone();
+    }
+    let column = crate::labels::label_column(labels, height / rows);
+    Tensor::cat(&[column.to_device(grid.device()), grid.shallow_clone()], 2)
+}
+
+/// Attention-figure tiles are at least this many pixels on a side: small images are enlarged by a
+/// whole factor (nearest neighbour, so every image pixel stays a sharp square) until the attention
+/// heat and the query marks can be seen.
+pub const ATTENTION_TILE_PX: i64 = 96;
+
+/// The whole factor that brings `side` pixels to at least [`ATTENTION_TILE_PX`].
+pub fn attention_zoom(side: i64) -> i64 {
+    ((ATTENTION_TILE_PX + side - 1) / side).max(1)
+}
+
 /// The paper's attention figure: for each image (a row), the image itself and, for each query
 /// position, where that position attends: the attention weights over the key grid, upsampled and
-/// laid over the image in red, the query marked in green. `map` is (N, queries = h*w, keys) from a
-/// square h x w feature map; `queries` are (row, col) fractions of the image.
+/// laid over the image in red, the query marked in green. Tiles are enlarged to at least
+/// [`ATTENTION_TILE_PX`] pixels. `map` is (N, queries = h*w, keys) from a square h x w feature
+/// map; `queries` are (row, col) fractions of the image.
 pub fn attention_overlay(images: &Tensor, map: &Tensor, queries: &[(f64, f64)]) -> Tensor {
-    let (n, _, h_img, w_img) = images.size4().expect("NCHW images");
+    let (n, _, h, w) = images.size4().expect("NCHW images");
+    let zoom = attention_zoom(h.min(w));
+    let (h_img, w_img) = (h * zoom, w * zoom);
     let (_, q_count, keys) = map.size3().expect("(N, queries, keys) map");
     let side = (q_count as f64).sqrt().round() as i64;
     let key_side = (keys as f64).sqrt().round() as i64;
-    let gray = ((images.detach().to_device(Device::Cpu).clamp(-1.0, 1.0) + 1.0) / 2.0).mean_dim(
-        1,
-        true,
-        Kind::Float,
-    );
+    let gray = ((images.detach().to_device(Device::Cpu).clamp(-1.0, 1.0) + 1.0) / 2.0)
+        .mean_dim(1, true, Kind::Float)
+        .upsample_nearest2d([h_img, w_img], None, None);
     let map = map.detach().to_device(Device::Cpu).to_kind(Kind::Float);
+    // The query mark: 2x2 image pixels.
+    let mark = 2 * zoom;
     let mut tiles = Vec::new();
     for i in 0..n {
         let g = gray.get(i);
@@ -149,8 +174,8 @@ pub fn attention_overlay(images: &Tensor, map: &Tensor, queries: &[(f64, f64)]) 
             let other = &g * 0.5;
             let tile = Tensor::cat(&[red, other.shallow_clone(), other], 0);
             let (py, px) = ((fy * h_img as f64) as i64, (fx * w_img as f64) as i64);
-            tile.narrow(1, py.min(h_img - 2), 2)
-                .narrow(2, px.min(w_img - 2), 2)
+            tile.narrow(1, py.min(h_img - mark), mark)
+                .narrow(2, px.min(w_img - mark), mark)
                 .copy_(&Tensor::from_slice(&[0.0f32, 1.0, 0.0]).view([3, 1, 1]));
             tiles.push(tile);
         }

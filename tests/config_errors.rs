@@ -13,7 +13,9 @@ fn show_config(toml: &str, extra: &[&str]) -> (bool, String) {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    if !out.status.success() {
+    // An error caused by an override names the override; any other, the file.
+    let from_override = stderr.contains("error: --set ");
+    if !out.status.success() && !from_override {
         assert!(
             stderr.contains("bad.toml"),
             "error does not name the file: {stderr}"
@@ -85,6 +87,37 @@ fn unknown_resolution() {
 fn bad_override_is_named() {
     assert_error("", &["--set", "train.steps=-5"], &["train.steps", "> 0"]);
     assert_error("", &["--set", "nonsense"], &["--set nonsense"]);
+}
+
+/// A mistake in an override is reported as that override's, never as the file's.
+#[test]
+fn override_errors_name_the_override_not_the_file() {
+    let cases: [(&str, &[&str]); 4] = [
+        ("train.step=20", &["unknown field `step`", "`train.step`"]),
+        ("train.steps=-5", &["`train.steps` must be > 0"]),
+        ("train.lr_d=fast", &["`train.lr_d`", "invalid type"]),
+        ("model.resolution=48", &["`model.resolution`", "48"]),
+    ];
+    for (spec, needles) in cases {
+        let (ok, stderr) = show_config("[train]\nsteps = 10\n", &["--set", spec]);
+        assert!(!ok, "--set {spec} was accepted");
+        assert!(
+            stderr.contains(&format!("error: --set {spec}: ")),
+            "does not name the override: {stderr}"
+        );
+        assert!(!stderr.contains("bad.toml"), "blames the file: {stderr}");
+        for n in needles {
+            assert!(stderr.contains(n), "error lacks {n:?}: {stderr}");
+        }
+    }
+    // The file's own mistakes are still the file's, whatever else is overridden.
+    let (_, stderr) = show_config("[train]\nsteps = -1\n", &["--set", "train.lr_d=0.001"]);
+    assert!(
+        stderr.contains("bad.toml")
+            && stderr.contains("`train.steps`")
+            && !stderr.contains("--set"),
+        "{stderr}"
+    );
 }
 
 #[test]

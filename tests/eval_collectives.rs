@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{bin, mpirun};
+use common::{bin, mpirun, ok};
 
 fn probe() -> PathBuf {
     // Examples are built next to the test binaries' directory (target/<profile>/examples).
@@ -55,16 +55,6 @@ fn output_within(cmd: &mut Command, limit: Duration) -> Output {
         String::from_utf8_lossy(&stdout),
         String::from_utf8_lossy(&stderr)
     );
-}
-
-fn ok(out: &Output) -> String {
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "command failed:\n{text}");
-    text
 }
 
 fn json_lines(text: &str) -> Vec<serde_json::Value> {

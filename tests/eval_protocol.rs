@@ -144,8 +144,12 @@ fn too_few_samples_for_the_is_splits_is_a_config_error() {
     )
     .unwrap_err()
     .to_string();
+    // The override set the value, so the error names the override, not the file.
     assert!(
-        err.contains("x.toml") && err.contains("`eval.num_samples`") && err.contains(">= 10"),
+        err.contains("--set eval.num_samples=9")
+            && !err.contains("x.toml")
+            && err.contains("`eval.num_samples`")
+            && err.contains(">= 10"),
         "{err}"
     );
     Config::from_toml_str(

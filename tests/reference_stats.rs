@@ -31,29 +31,9 @@ fn stats_files(args: &[&str]) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
-/// `n` 28x28 images and labels in the IDX format of Fashion-MNIST's training split, different
-/// for each `seed`.
-fn write_dataset(dir: &Path, n: u32, seed: u32) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut images = 0x0803u32.to_be_bytes().to_vec();
-    for d in [n, 28, 28] {
-        images.extend(d.to_be_bytes());
-    }
-    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    for _ in 0..n * 28 * 28 {
-        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        images.push((state >> 24) as u8);
-    }
-    let mut labels = 0x0801u32.to_be_bytes().to_vec();
-    labels.extend(n.to_be_bytes());
-    labels.extend((0..n).map(|i| (i % 10) as u8));
-    std::fs::write(dir.join("train-images-idx3-ubyte"), images).unwrap();
-    std::fs::write(dir.join("train-labels-idx1-ubyte"), labels).unwrap();
-    dir.to_path_buf()
-}
-
 /// Untrained classifier weights; each call draws different ones.
 fn write_weights(path: &Path) -> PathBuf {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let c = sagan::metrics::classifier::Classifier::new(tch::Device::Cpu, 10);
     c.vs.save(path).unwrap();
     path.to_path_buf()
@@ -62,7 +42,8 @@ fn write_weights(path: &Path) -> PathBuf {
 const IMAGES: u32 = 300;
 
 struct Setup {
-    /// The working directory of every command: sagan's cache lands in its `.cache/`.
+    /// The working directory of every command; sagan's cache lands beside the weights, in
+    /// `weights/fid_stats/`, not here.
     dir: tempfile::TempDir,
     w1: PathBuf,
     w2: PathBuf,
@@ -74,10 +55,10 @@ fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
     Setup {
-        w1: write_weights(&p.join("w1.safetensors")),
-        w2: write_weights(&p.join("w2.safetensors")),
-        d1: write_dataset(&p.join("d1"), IMAGES, 1),
-        d2: write_dataset(&p.join("d2"), IMAGES, 2),
+        w1: write_weights(&p.join("weights/w1.safetensors")),
+        w2: write_weights(&p.join("weights/w2.safetensors")),
+        d1: common::write_fmnist_like(&p.join("d1"), IMAGES, 1),
+        d2: common::write_fmnist_like(&p.join("d2"), IMAGES, 2),
         dir,
     }
 }
@@ -160,11 +141,15 @@ fn configs_that_differ_get_different_cache_files() {
     for p in [&a, &b, &c] {
         assert!(p.exists(), "{}", p.display());
         assert!(
-            p.starts_with(s.dir.path().join(".cache/fid_stats")),
+            p.starts_with(s.dir.path().join("weights/fid_stats")),
             "{}",
             p.display()
         );
     }
+    assert!(
+        !s.dir.path().join(".cache").exists(),
+        "the cache depends on the working directory"
+    );
     assert!(a != b && a != c && b != c, "{a:?} {b:?} {c:?}");
     assert!(text_a.contains("computing"), "{text_a}");
     // What the file says it was computed from is what it was computed from.

@@ -277,13 +277,7 @@ impl Job<'_> {
 
     /// Steps of metrics.jsonl's training lines, in file order.
     fn logged_steps(&self) -> Vec<i64> {
-        std::fs::read_to_string(self.run_dir().join("metrics.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v.get("stats").is_some())
-            .filter_map(|v| v["step"].as_i64())
-            .collect()
+        common::logged_steps(&self.run_dir())
     }
 
     /// Waits until training has logged `step` (the job is then mid-run).

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::Config;
+use crate::config_doc::flatten_value;
 
 /// Keys (or whole sections, ending in '.') that may differ between a checkpoint and its resume.
 pub const SAFE_TO_CHANGE: &[&str] = &[
@@ -24,30 +25,14 @@ pub const SAFE_TO_CHANGE: &[&str] = &[
     "output.",
 ];
 
-fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
-    match v {
-        toml::Value::Table(t) => {
-            for (k, v) in t {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(&key, v, out);
-            }
-        }
-        other => {
-            out.insert(prefix.to_string(), other.to_string());
-        }
-    }
-}
-
 fn keys(cfg_toml: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    if let Ok(v) = cfg_toml.parse::<toml::Table>() {
-        flatten("", &toml::Value::Table(v), &mut out);
-    }
-    out
+    cfg_toml
+        .parse::<toml::Table>()
+        .map(|t| flatten_value(&toml::Value::Table(t)))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect()
 }
 
 fn is_safe(key: &str) -> bool {

@@ -60,7 +60,24 @@ pub fn write(root: &Path, snap: Snapshot, keep: usize) -> Result<Written> {
     })
 }
 
+/// A diverged state (NaN or infinity anywhere) must never become `latest`.
+fn check_finite(snap: &Snapshot) -> Result<()> {
+    for f in &snap.files {
+        for (name, t) in &f.tensors {
+            if !bool::try_from(t.isfinite().all()).unwrap_or(false) {
+                return Err(Error::Train(format!(
+                    "step {}: {}.{name} holds non-finite values; not checkpointing a diverged \
+                     state",
+                    snap.state.step, f.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn write_into(root: &Path, tmp: &Path, name: &str, snap: Snapshot) -> Result<Written> {
+    check_finite(&snap)?;
     std::fs::create_dir_all(root).at(root)?;
     if tmp.exists() {
         std::fs::remove_dir_all(tmp).at(tmp)?;
@@ -274,6 +291,24 @@ mod tests {
         let (found, notes) = find_resumable(dir.path()).unwrap();
         assert!(notes.is_empty());
         assert_eq!(found.unwrap().state.step, 5);
+    }
+
+    #[test]
+    fn a_non_finite_state_is_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), snap(1), 3).unwrap();
+        let bad = snap(2);
+        let _ = bad.files[0].tensors[0].1.get(1).fill_(f64::NAN);
+        let e = write(dir.path(), bad, 3).unwrap_err().to_string();
+        assert!(
+            e.contains("non-finite") && e.contains("step_00000001 is intact"),
+            "{e}"
+        );
+        assert_eq!(
+            read_latest_name(dir.path()).as_deref(),
+            Some("step_00000001")
+        );
+        assert_eq!(list(dir.path()).len(), 1);
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub struct GradientBuckets {
     params: Vec<(String, Tensor)>,
     ranges: Vec<std::ops::Range<usize>>,
     buffers: Vec<Tensor>,
+    /// Seconds spent inside the all-reduce collectives themselves (waiting for the other ranks
+    /// included), since the last [`GradientBuckets::take_comm_seconds`].
+    comm_seconds: f64,
 }
 
 impl GradientBuckets {
@@ -68,6 +71,7 @@ impl GradientBuckets {
                 .collect(),
             ranges,
             buffers,
+            comm_seconds: 0.0,
         })
     }
 
@@ -84,7 +88,9 @@ impl GradientBuckets {
                 .collect();
             if comm.size() > 1 {
                 let _ = Tensor::f_cat_out(flat, &grads, 0)?;
+                let t0 = std::time::Instant::now();
                 comm.all_reduce_sum(flat)?;
+                self.comm_seconds += t0.elapsed().as_secs_f64();
                 let _ = flat.g_div_scalar_(world);
             } else {
                 // A single rank only needs the norm: no copy at all.
@@ -105,6 +111,13 @@ impl GradientBuckets {
             flat.f_split_with_sizes_copy_out(&grads, sizes.as_slice(), 0)?;
         }
         Ok(sq_norm.sqrt())
+    }
+}
+
+impl GradientBuckets {
+    /// The all-reduce time accumulated since the last call, and resets it.
+    pub fn take_comm_seconds(&mut self) -> f64 {
+        std::mem::take(&mut self.comm_seconds)
     }
 }
 

@@ -25,6 +25,8 @@ pub struct StepReport<'a> {
     pub lr_d: f64,
     pub images_per_second: f64,
     pub seconds_per_step: f64,
+    /// Share of the recent steps' time spent in gradient all-reduces.
+    pub allreduce_share: f64,
 }
 
 impl Reporter {
@@ -66,8 +68,8 @@ impl Reporter {
     pub fn step(&mut self, r: &StepReport) -> Result<()> {
         let s = r.stats;
         println!(
-            "step {:>6}  D real {:.4} fake {:.4}  G {:.4}  D(x) {:+.3} D(G(z)) {:+.3}  {:.3} s/step  {:.1} img/s",
-            r.step, s.d_loss_real, s.d_loss_fake, s.g_loss, s.d_real, s.d_fake, r.seconds_per_step, r.images_per_second
+            "step {:>6}  D real {:.4} fake {:.4}  G {:.4}  D(x) {:+.3} D(G(z)) {:+.3}  {:.3} s/step  {:.1} img/s  {:.1}% all-reduce",
+            r.step, s.d_loss_real, s.d_loss_fake, s.g_loss, s.d_real, s.d_fake, r.seconds_per_step, r.images_per_second, r.allreduce_share * 100.0
         );
         let gammas: serde_json::Map<String, serde_json::Value> = r
             .gammas
@@ -76,7 +78,7 @@ impl Reporter {
             .collect();
         self.json_line(serde_json::json!({
             "step": r.step, "stats": s, "gammas": gammas, "resyncs": r.resyncs,
-            "images_per_second": r.images_per_second,
+            "images_per_second": r.images_per_second, "allreduce_share": r.allreduce_share,
         }))?;
         let scalars = [
             ("loss/D", s.d_loss_real + s.d_loss_fake),
@@ -90,6 +92,7 @@ impl Reporter {
             ("lr/G", r.lr_g),
             ("lr/D", r.lr_d),
             ("perf/images_per_second", r.images_per_second),
+            ("perf/allreduce_share", r.allreduce_share),
             ("dist/sn_resyncs", r.resyncs as f64),
         ];
         for (tag, v) in scalars {
@@ -103,18 +106,31 @@ impl Reporter {
         self.flush()
     }
 
-    pub fn scores(&mut self, step: i64, label: &str, sc: &Scores) -> Result<()> {
+    /// One evaluation of `network` ("G_ema", or "G"), its metrics named for the feature network
+    /// (`label`) everywhere: console, metrics.jsonl, TensorBoard (`eval/FID_<label>` for G_ema,
+    /// `eval/FID_<label>_G` for the raw G).
+    pub fn scores(&mut self, step: i64, label: &str, network: &str, sc: &Scores) -> Result<()> {
         println!(
-            "eval step {step}: FID_{label} {:.3}  IS_{label} {:.3} ± {:.3}  ({} samples, {:.1} s)",
+            "eval step {step} {network}: FID_{label} {:.3}  IS_{label} {:.3} ± {:.3}  ({} samples, {:.1} s)",
             sc.fid, sc.is_mean, sc.is_std, sc.samples, sc.seconds
         );
-        self.json_line(serde_json::json!({ "step": step, "eval": sc, "feature_net": label }))?;
-        self.tb
-            .add_scalar(&format!("eval/FID_{label}"), sc.fid, step)?;
-        self.tb
-            .add_scalar(&format!("eval/IS_{label}"), sc.is_mean, step)?;
-        self.tb
-            .add_scalar(&format!("eval/IS_{label}_std"), sc.is_std, step)?;
+        self.json_line(serde_json::json!({
+            "step": step, "eval": sc, "feature_net": label, "network": network,
+            format!("FID_{label}"): sc.fid, format!("IS_{label}"): sc.is_mean,
+        }))?;
+        let suffix = if network == "G_ema" {
+            String::new()
+        } else {
+            format!("_{network}")
+        };
+        for (metric, v) in [
+            (format!("FID_{label}"), sc.fid),
+            (format!("IS_{label}"), sc.is_mean),
+            (format!("IS_{label}_std"), sc.is_std),
+        ] {
+            self.tb
+                .add_scalar(&format!("eval/{metric}{suffix}"), v, step)?;
+        }
         self.tb.flush()
     }
 

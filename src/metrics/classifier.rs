@@ -12,6 +12,10 @@ use crate::error::{Error, Result};
 
 /// Penultimate-layer width: the FID feature dimension.
 pub const FEATURES: i64 = 128;
+/// What the classifier takes: Fashion-MNIST's grayscale images padded to 32x32, 10 classes.
+pub const CHANNELS: i64 = 1;
+pub const RESOLUTION: i64 = 32;
+pub const CLASSES: i64 = 10;
 
 pub struct Classifier {
     pub vs: nn::VarStore,
@@ -54,7 +58,7 @@ impl Classifier {
                 msg: "no classifier weights here; build them with `sagan train-classifier`".into(),
             });
         }
-        let mut c = Self::new(device, 10);
+        let mut c = Self::new(device, CLASSES);
         c.vs.load(path).map_err(|e| Error::Data {
             path: path.to_path_buf(),
             msg: format!("cannot load classifier weights: {e}"),

@@ -27,7 +27,7 @@ use super::fid::{FeatureStats, FidStats};
 use super::inception::{self, InceptionV3};
 use super::inception_score::{inception_score, Order, DEFAULT_SEED, DEFAULT_SPLITS};
 use super::reference;
-use crate::config::{Config, EvalConfig, FeatureNetKind};
+use crate::config::{Config, DatasetKind, EvalConfig, FeatureNetKind};
 use crate::data::dataset::to_signed_unit;
 use crate::data::Dataset;
 use crate::dist::Comm;
@@ -55,10 +55,10 @@ impl FeatureNet {
 
     /// Metric-name suffix that says which network the numbers come from.
     pub fn label(&self) -> &'static str {
-        match self {
-            Self::FmnistClassifier(_) => "fmnist_classifier",
-            Self::Inception(_) => "inception",
-        }
+        label(match self {
+            Self::FmnistClassifier(_) => FeatureNetKind::FmnistClassifier,
+            Self::Inception(_) => FeatureNetKind::Inception,
+        })
     }
 
     pub fn dim(&self) -> i64 {
@@ -89,6 +89,112 @@ impl FeatureNet {
     }
 }
 
+/// The suffix of metric names computed on `kind` (FID_fmnist_classifier, IS_inception), so a
+/// number never travels without the network it was measured with.
+pub fn label(kind: FeatureNetKind) -> &'static str {
+    match kind {
+        FeatureNetKind::FmnistClassifier => "fmnist_classifier",
+        FeatureNetKind::Inception => "inception",
+    }
+}
+
+/// What to do instead, for messages about a feature network that cannot work.
+const USE_INCEPTION: &str =
+    "set eval.feature_net = \"inception\" and eval.weights to pytorch-fid's \
+     Inception weights converted to safetensors (README, \"Metrics\"), or eval.enabled = false";
+
+/// Checks, before anything starts, that `cfg.eval`'s feature network can score this run's images
+/// and that its weights are there. Run on every rank, so every rank stops with the same message
+/// instead of failing inside libtorch at the first evaluation.
+pub fn check_fits(cfg: &Config) -> Result<()> {
+    let e = &cfg.eval;
+    match e.feature_net {
+        FeatureNetKind::FmnistClassifier => check_classifier_fits(cfg)?,
+        FeatureNetKind::Inception => {
+            let c = cfg.model.img_channels;
+            if c != 1 && c != 3 {
+                return Err(Error::Eval(format!(
+                    "Inception takes 1-channel (replicated) or 3-channel images, but \
+                     model.img_channels = {c}; set eval.enabled = false"
+                )));
+            }
+        }
+    }
+    check_weights_present(e)
+}
+
+/// The classifier is a 10-class Fashion-MNIST CNN on 1-channel 32x32 images; anything else would
+/// either crash in its first layers or give numbers that mean nothing.
+fn check_classifier_fits(cfg: &Config) -> Result<()> {
+    let m = &cfg.model;
+    let mut misfits = Vec::new();
+    if cfg.data.dataset != DatasetKind::FashionMnist {
+        let name = toml::Value::try_from(cfg.data.dataset).map(|v| v.to_string());
+        misfits.push(format!(
+            "data.dataset = {} (its features mean nothing for other images)",
+            name.unwrap_or_default()
+        ));
+    }
+    if m.img_channels != classifier::CHANNELS {
+        misfits.push(format!("model.img_channels = {}", m.img_channels));
+    }
+    if m.resolution != classifier::RESOLUTION {
+        misfits.push(format!("model.resolution = {}", m.resolution));
+    }
+    if m.num_classes != classifier::CLASSES {
+        misfits.push(format!("model.num_classes = {}", m.num_classes));
+    }
+    if misfits.is_empty() {
+        return Ok(());
+    }
+    // A Fashion-MNIST run that differs only in resolution can also go back to the classifier's.
+    let only_resolution = misfits.len() == 1 && m.resolution != classifier::RESOLUTION;
+    let or_resolution = if only_resolution {
+        format!(" (or model.resolution = {})", classifier::RESOLUTION)
+    } else {
+        String::new()
+    };
+    Err(Error::Eval(format!(
+        "eval.feature_net = \"fmnist-classifier\" scores Fashion-MNIST images of {} channel, \
+         {res}x{res} pixels, {} classes, but this run has {}: {USE_INCEPTION}{or_resolution}",
+        classifier::CHANNELS,
+        classifier::CLASSES,
+        misfits.join(", "),
+        res = classifier::RESOLUTION,
+    )))
+}
+
+/// The weights file must exist; the message says how to make or get it.
+fn check_weights_present(e: &EvalConfig) -> Result<()> {
+    if e.weights.is_file() {
+        return Ok(());
+    }
+    let w = e.weights.display();
+    let what = if e.weights.as_os_str().is_empty() {
+        "eval.weights is empty".to_string()
+    } else {
+        format!("eval.weights = {w}: no such file")
+    };
+    Err(Error::Eval(match e.feature_net {
+        FeatureNetKind::FmnistClassifier => format!(
+            "{what}. Build the classifier once with `sagan train-classifier --out {w}` (a few \
+             minutes on a CPU), or point eval.weights at it"
+        ),
+        FeatureNetKind::Inception => format!(
+            "{what}. Inception FID/IS need pytorch-fid's weights: download \
+             pt_inception-2015-12-05-6726825d.pth (github.com/mseitzer/pytorch-fid, release \
+             fid_weights) where there is internet, convert it once with `.venv/bin/python \
+             scripts/convert_inception.py pt_inception-2015-12-05-6726825d.pth {target}` \
+             (README, \"Metrics\"); or set eval.enabled = false",
+            target = if e.weights.as_os_str().is_empty() {
+                "inception.safetensors".to_string()
+            } else {
+                w.to_string()
+            }
+        ),
+    }))
+}
+
 /// Grayscale is replicated to the three channels Inception takes, as image readers do.
 fn rgb(pixels: &Tensor) -> Tensor {
     if pixels.size()[1] == 1 {
@@ -107,7 +213,7 @@ pub fn quantise(images: &Tensor) -> Tensor {
         .to_kind(Kind::Uint8)
 }
 
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct Scores {
     pub fid: f64,
     pub is_mean: f64,
@@ -291,6 +397,7 @@ pub fn evaluate_checkpoint(
         &file.tensors,
     )?;
     g.sn.refresh(crate::model::SnMode::Detached);
+    check_fits(cfg)?;
     let net = FeatureNet::load(&cfg.eval, device)?;
     let data = Dataset::load(&cfg.data, &cfg.model, comm)?;
     let reference = reference_stats(comm, &cfg.eval, &net, &data, device)?;

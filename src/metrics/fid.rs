@@ -221,6 +221,35 @@ pub fn frechet_distance(
             .f_sqrt()?
             .f_sum(Kind::Double)?
             .f_double_value(&[])?;
-        Ok(mean_term + trace1 + trace2 - 2.0 * tr_covmean)
+        Ok(clamp_round_off(
+            mean_term + trace1 + trace2 - 2.0 * tr_covmean,
+            mean_term + trace1 + trace2,
+        ))
     })
+}
+
+/// A distance is never negative: a value below 0 by round-off (relative to `scale`, the size of
+/// the terms that cancel) is 0, as in exact arithmetic; pytorch-fid prints such values as they
+/// come (e.g. -4.6e-6 for a file against itself). The square roots of near-zero eigenvalues carry
+/// errors of order sqrt(machine epsilon), hence the loose 1e-6. A larger negative value is not
+/// round-off and is returned as it is, so that it shows.
+pub fn clamp_round_off(fid: f64, scale: f64) -> f64 {
+    if fid < 0.0 && fid >= -1e-6 * scale.abs().max(1.0) {
+        0.0
+    } else {
+        fid
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clamp_round_off;
+
+    #[test]
+    fn round_off_below_zero_is_zero_and_real_negatives_show() {
+        assert_eq!(clamp_round_off(-4.558e-6, 2000.0), 0.0);
+        assert_eq!(clamp_round_off(-1e-12, 0.0), 0.0);
+        assert_eq!(clamp_round_off(3.5, 2000.0), 3.5);
+        assert_eq!(clamp_round_off(-0.5, 2000.0), -0.5);
+    }
 }

@@ -6,9 +6,11 @@
 //! array: one file that cannot lose its description on a copy, still read by pytorch-fid), and a
 //! file is only used when its provenance matches the run's:
 //!
-//! - `eval.reference_stats` empty (the default): sagan's cache, at a path derived from the
-//!   provenance ([`Provenance::cache_path`]), so configs that differ never share a file; a file
-//!   there that does not match is recomputed.
+//! - `eval.reference_stats` empty (the default): sagan's cache, `fid_stats/` in the directory of
+//!   the feature network's weights (the statistics belong to those weights, and the place does
+//!   not depend on the working directory), under a name derived from the provenance
+//!   ([`Provenance::cache_name`]), so configs that differ never share a file; a file there that
+//!   does not match is recomputed.
 //! - `eval.reference_stats` named: a mismatching file is refused with the differing fields; a
 //!   file without provenance (pytorch-fid's `--save-stats`) is used with a warning saying what it
 //!   must have been computed from; a missing file is computed and written there.
@@ -22,12 +24,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tch::{Device, Tensor};
 
-use super::eval::{dataset_stats, FeatureNet};
+use super::eval::{dataset_stats, label, FeatureNet};
 use super::fid::FidStats;
 use super::npz;
 use crate::config::{EvalConfig, FeatureNetKind};
 use crate::data::Dataset;
-use crate::dist::Comm;
+use crate::dist::{agree, Comm};
 use crate::error::{Error, IoContext, Result};
 
 /// Version of what goes into reference statistics (input quantisation, resize, float64 moments
@@ -47,7 +49,8 @@ impl StatsFile {
     /// `eval.reference_stats` when set, else the cache path for `provenance`.
     pub fn resolve(cfg: &EvalConfig, provenance: &Provenance) -> Self {
         if cfg.reference_stats.as_os_str().is_empty() {
-            Self::Cache(provenance.cache_path())
+            let weights_dir = cfg.weights.parent().unwrap_or(Path::new(""));
+            Self::Cache(weights_dir.join("fid_stats").join(provenance.cache_name()))
         } else {
             Self::Explicit(cfg.reference_stats.clone())
         }
@@ -99,18 +102,18 @@ impl Provenance {
         serde_json::to_string(self).expect("provenance serialises")
     }
 
-    /// `.cache/fid_stats/<feature net>_<N>x<C>x<res>x<res>_<hash>.npz`, the hash over every field,
-    /// so two configs share a file exactly when their statistics would be the same.
-    pub fn cache_path(&self) -> PathBuf {
+    /// `<feature net>_<N>x<C>x<res>x<res>_<hash>.npz`, the hash over every field, so two configs
+    /// share a file exactly when their statistics would be the same.
+    pub fn cache_name(&self) -> String {
         let digest = hex(&Sha256::digest(self.to_json().as_bytes()));
-        PathBuf::from(".cache/fid_stats").join(format!(
+        format!(
             "{}_{}x{}x{res}x{res}_{}.npz",
             self.feature_net,
             self.num_images,
             self.channels,
             &digest[..16],
             res = self.resolution,
-        ))
+        )
     }
 
     /// One line per field in which `stored` (the provenance JSON of `theirs`, e.g. "the file")
@@ -235,35 +238,6 @@ pub fn agreed_provenance(comm: &dyn Comm, cfg: &EvalConfig, data: &Dataset) -> R
         )));
     }
     Ok(mine)
-}
-
-/// Runs `decide` on rank 0 only and gives its outcome to every rank: the bytes it returned, or,
-/// when it failed, its error (the original on rank 0, its message on the others). Every rank thus
-/// takes the same branch afterwards, whatever the other ranks could see themselves.
-pub fn decided_on_root(
-    comm: &dyn Comm,
-    decide: impl FnOnce() -> Result<Vec<u8>>,
-) -> Result<Vec<u8>> {
-    let (mut msg, own_error) = if comm.rank() == 0 {
-        match decide() {
-            Ok(bytes) => ([&[1u8][..], &bytes].concat(), None),
-            Err(e) => ([&[0u8][..], e.to_string().as_bytes()].concat(), Some(e)),
-        }
-    } else {
-        (Vec::new(), None)
-    };
-    comm.broadcast_bytes(&mut msg, 0)?;
-    if let Some(e) = own_error {
-        return Err(e);
-    }
-    match msg.split_first() {
-        Some((1, bytes)) => Ok(bytes.to_vec()),
-        Some((_, text)) => Err(Error::Dist(format!(
-            "rank 0: {}",
-            String::from_utf8_lossy(text)
-        ))),
-        None => Err(Error::Dist("rank 0 sent an empty decision".into())),
-    }
 }
 
 /// mu and sigma as little-endian float64 bytes after their dimension.
@@ -399,7 +373,7 @@ pub fn ensure_reference_stats(
 ) -> Result<(FidStats, StatsFile)> {
     let provenance = agreed_provenance(comm, cfg, data)?;
     let file = StatsFile::resolve(cfg, &provenance);
-    let decision = decided_on_root(comm, || {
+    let decision = agree::rank0_decides_bytes(comm, || {
         Ok(match inspect(&file, &provenance, cfg, net.dim())? {
             Found::Use(stats) => stats_to_bytes(&stats)?,
             Found::Compute => Vec::new(),
@@ -410,8 +384,38 @@ pub fn ensure_reference_stats(
     }
     let stats = dataset_stats(comm, net, data, cfg.batch, device)?;
     // The write's outcome is shared too: a rank 0 that cannot write fails every rank here.
-    decided_on_root(comm, || {
+    agree::rank0_decides_bytes(comm, || {
         write_stats(file.path(), &stats, &provenance).map(|()| Vec::new())
     })?;
     Ok((stats, file))
+}
+
+/// `sagan fid-stats --compare`: the Frechet distance between two statistics files and the metric's
+/// name, `FID_<feature net>` when both files record the same feature network, plain `FID` when
+/// either has no provenance (pytorch-fid's files). Files of different feature networks are refused:
+/// their distance means nothing.
+pub fn compare_files(a: &Path, b: &Path) -> Result<(String, f64)> {
+    let net = |p: &Path| -> Result<Option<FeatureNetKind>> {
+        Ok(npz::load_provenance(p)?
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|v| serde_json::from_value(v["feature_net"].clone()).ok()))
+    };
+    let name = match (net(a)?, net(b)?) {
+        (Some(x), Some(y)) if x != y => {
+            return Err(Error::Data {
+                path: b.to_path_buf(),
+                msg: format!(
+                    "statistics of feature network {}, but {} holds {}'s: their distance means \
+                     nothing",
+                    label(y),
+                    a.display(),
+                    label(x)
+                ),
+            })
+        }
+        (Some(x), Some(_)) => format!("FID_{}", label(x)),
+        _ => "FID".to_string(),
+    };
+    let fid = npz::load_fid_stats(a)?.frechet_distance(&npz::load_fid_stats(b)?)?;
+    Ok((name, fid))
 }

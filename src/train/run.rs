@@ -16,6 +16,7 @@ use super::trainer::{StepStats, Trainer};
 use crate::checkpoint::{self, BestScore, Checkpointer};
 use crate::dist::agree;
 use crate::error::{Error, Result};
+use crate::labels;
 use crate::log::{Reporter, StepReport};
 use crate::metrics::eval::{self, FeatureNet, Scores};
 use crate::metrics::FidStats;
@@ -31,13 +32,21 @@ pub struct RunSummary {
     pub final_stats: StepStats,
     /// Median seconds per step of this process's part of the run (since its last resume).
     pub median_step_seconds: f64,
+    /// Share of the step time this rank spent in gradient all-reduces (this session).
+    pub allreduce_share: f64,
     pub images_per_second: f64,
+    /// Attention gammas by block (`G.attention.1`, `D.attention.0`).
     pub gammas: BTreeMap<String, f64>,
     pub resyncs: usize,
+    /// The network behind FID and IS, the suffix of every metric name (`fmnist_classifier`).
     pub feature_net: Option<String>,
-    pub eval_start: Option<serde_json::Value>,
-    pub eval_end: Option<Scores>,
-    pub best: Option<BestScore>,
+    /// Scores before the first step, by network (`G_ema`), named for the feature network
+    /// (`FID_fmnist_classifier`, `IS_fmnist_classifier`, `IS_fmnist_classifier_std`).
+    pub scores_start: Option<BTreeMap<String, serde_json::Value>>,
+    /// Scores at the end: `G_ema`, and the raw `G` when `eval.score_g`.
+    pub scores_end: Option<BTreeMap<String, serde_json::Value>>,
+    /// The best G_ema FID of the run and its step (its checkpoint is kept).
+    pub best: Option<serde_json::Value>,
     /// Steps trained by this process (fewer than `steps` after a resume).
     pub steps_this_session: usize,
     pub run_dir: PathBuf,
@@ -63,18 +72,24 @@ impl Evaluator {
         if !t.cfg.eval.enabled {
             return Ok(None);
         }
+        eval::check_fits(&t.cfg)?;
         let net = FeatureNet::load(&t.cfg.eval, t.device)?;
         let reference = eval::reference_stats(t.comm, &t.cfg.eval, &net, &t.data, t.device)?;
         Ok(Some(Evaluator { net, reference }))
     }
 
-    fn run(&self, t: &Trainer) -> Result<Option<Scores>> {
+    /// Scores G_ema, or the raw G with `raw_g` (as its weights are now, see
+    /// [`Trainer::sample_g_current`]).
+    fn run(&self, t: &Trainer, raw_g: bool) -> Result<Option<Scores>> {
         let m = &t.cfg.model;
+        let ema = |z: &Tensor, y: &Tensor| t.sample(z, y);
+        let raw = |z: &Tensor, y: &Tensor| t.sample_g_current(z, y);
+        let generate: &dyn Fn(&Tensor, &Tensor) -> Tensor = if raw_g { &raw } else { &ema };
         eval::evaluate(
             t.comm,
             &self.net,
             &self.reference,
-            &|z: &Tensor, y: &Tensor| t.sample(z, y),
+            generate,
             m.num_classes,
             m.z_dim,
             &t.cfg.eval,
@@ -97,15 +112,20 @@ struct Run {
     out: Option<Outputs>,
     record: RunRecord,
     grid: (Tensor, Tensor),
+    /// The grid rows' labels: class names, or numbers.
+    row_labels: Vec<String>,
     schedule: Schedule,
     preemption: Preemption,
     step_times: Vec<f64>,
+    allreduce_times: Vec<f64>,
     stats: StepStats,
     /// The step of the newest checkpoint, known to every rank (checkpoints start with collectives).
     last_checkpoint: Option<i64>,
 }
 
-pub fn run(mut t: Trainer, mode: StartMode) -> Result<Outcome> {
+/// Trains `t` from the start `mode` asks for. `preemption` was installed before the trainer was
+/// built, so a signal during start-up is not lost: the run then stops after its first step.
+pub fn run(mut t: Trainer, mode: StartMode, preemption: Preemption) -> Result<Outcome> {
     // Everything that can fail comes before anything is written to the run directory.
     let evaluator = Evaluator::new(&t)?;
     let (start, found) = checkpointing::decide_start(&t, &mode)?;
@@ -118,7 +138,6 @@ pub fn run(mut t: Trainer, mode: StartMode) -> Result<Outcome> {
     if let Some(state) = &start.resumed {
         checkpointing::restore(&mut t, state, found)?;
     }
-    let preemption = Preemption::install()?;
     let out = if rank0 {
         Some(open_outputs(&t, &start)?)
     } else {
@@ -130,6 +149,7 @@ pub fn run(mut t: Trainer, mode: StartMode) -> Result<Outcome> {
     };
     let c = &t.cfg;
     let classes = samples::grid_classes(c.model.num_classes, c.output.sample_classes);
+    let row_labels = labels::row_labels(c.data.dataset, c.model.num_classes, &classes);
     let grid = samples::grid_inputs(
         &classes,
         c.output.samples_per_class,
@@ -144,8 +164,10 @@ pub fn run(mut t: Trainer, mode: StartMode) -> Result<Outcome> {
         out,
         record,
         grid,
+        row_labels,
         preemption,
         step_times: Vec::new(),
+        allreduce_times: Vec::new(),
         stats: StepStats::default(),
         // A resumed run has its checkpoint of that step already.
         last_checkpoint: start.resumed.as_ref().map(|s| s.step),
@@ -187,11 +209,17 @@ impl Run {
                 t.cfg.train.batch_size
             );
         }
+        if t.comm.rank() == 0 && !t.cfg.eval.enabled {
+            println!(
+                "sagan: evaluation is off (eval.enabled = false): no FID/IS for this run \
+                 (`sagan show-config --explain` lists the eval keys)"
+            );
+        }
     }
 
     fn train(mut self) -> Result<Outcome> {
         if self.t.step == 0 && self.t.cfg.eval.at_start {
-            self.record.eval_start = self.evaluate()?.map(|s| serde_json::json!(s));
+            self.record.eval_start = self.evaluate(false)?.map(|s| serde_json::json!(s));
         }
         let started = Instant::now();
         let total = self.t.cfg.train.steps;
@@ -199,6 +227,7 @@ impl Run {
             let t0 = Instant::now();
             self.stats = self.t.train_step()?;
             self.step_times.push(t0.elapsed().as_secs_f64());
+            self.allreduce_times.push(self.stats.allreduce_seconds);
             if let Some(o) = self.out.as_mut() {
                 o.checkpoints.poll()?;
             }
@@ -230,8 +259,9 @@ impl Run {
         };
         let t = &self.t;
         let window = t.cfg.train.log_every as usize;
-        let recent = &self.step_times[self.step_times.len().saturating_sub(window)..];
-        let per_step = recent.iter().sum::<f64>() / recent.len().max(1) as f64;
+        let recent = |v: &[f64]| -> f64 { v[v.len().saturating_sub(window)..].iter().sum() };
+        let n = self.step_times.len().min(window).max(1) as f64;
+        let per_step = recent(&self.step_times) / n;
         o.reporter.step(&StepReport {
             step: t.step,
             stats: &self.stats,
@@ -241,6 +271,7 @@ impl Run {
             lr_d: t.opt_d.lr,
             images_per_second: t.cfg.train.batch_size as f64 / per_step,
             seconds_per_step: per_step,
+            allreduce_share: recent(&self.allreduce_times) / recent(&self.step_times).max(1e-12),
         })
     }
 
@@ -253,24 +284,26 @@ impl Run {
         let dir = &self.t.cfg.output.dir;
         let periodic = dir.join(format!("samples_{:06}.png", self.t.step));
         let png = png.unwrap_or(&periodic);
-        write_grids(&self.t, &mut o.reporter, &self.grid, png)
+        write_grids(&self.t, &mut o.reporter, &self.grid, &self.row_labels, png)
     }
 
-    fn evaluate(&mut self) -> Result<Option<Scores>> {
+    /// Scores G_ema (or the raw G with `raw_g`) on every rank; rank 0 gets them and reports.
+    fn evaluate(&mut self, raw_g: bool) -> Result<Option<Scores>> {
         let Some(e) = &self.evaluator else {
             return Ok(None);
         };
         self.t.average_bn_statistics()?;
-        let scores = e.run(&self.t)?;
+        let scores = e.run(&self.t, raw_g)?;
         if let (Some(o), Some(s)) = (self.out.as_mut(), &scores) {
-            o.reporter.scores(self.t.step, e.net.label(), s)?;
+            let network = if raw_g { "G" } else { "G_ema" };
+            o.reporter.scores(self.t.step, e.net.label(), network, s)?;
         }
         Ok(scores)
     }
 
     /// Evaluates; a new best score is checkpointed at once, so that its checkpoint can be kept.
     fn periodic_evaluation(&mut self) -> Result<()> {
-        let scores = self.evaluate()?;
+        let scores = self.evaluate(false)?;
         let best_here = self.note_best(scores.as_ref());
         // Only rank 0 has the scores, and a checkpoint starts with a collective: it decides.
         if agree::rank0_decides(self.t.comm, || Ok(best_here))? {
@@ -337,8 +370,13 @@ impl Run {
     }
 
     fn finish(mut self, elapsed: f64) -> Result<Outcome> {
-        let eval_end = self.evaluate()?;
+        let eval_end = self.evaluate(false)?;
         self.note_best(eval_end.as_ref());
+        let eval_end_g = if self.t.cfg.eval.score_g {
+            self.evaluate(true)?
+        } else {
+            None
+        };
         let grid_png = self.t.cfg.output.dir.join("samples.png");
         self.samples(Some(&grid_png))?;
         self.checkpoint(true)?;
@@ -355,25 +393,59 @@ impl Run {
                 &BTreeMap::new(),
             )?;
         }
+        let label = self.evaluator.as_ref().map(|e| e.net.label());
+        let named = |s: &Scores| label.map(|l| named_scores(l, s));
+        let start: Option<Scores> = self
+            .record
+            .eval_start
+            .clone()
+            .and_then(|v| serde_json::from_value(v).ok());
+        let scores_start = start
+            .as_ref()
+            .and_then(named)
+            .map(|v| BTreeMap::from([("G_ema".to_string(), v)]));
+        let mut end = BTreeMap::new();
+        for (network, s) in [("G_ema", &eval_end), ("G", &eval_end_g)] {
+            if let Some(v) = s.as_ref().and_then(named) {
+                end.insert(network.to_string(), v);
+            }
+        }
+        let best = match (label, self.record.best) {
+            (Some(l), Some(b)) => {
+                Some(serde_json::json!({ "step": b.step, format!("FID_{l}"): b.fid }))
+            }
+            _ => None,
+        };
         let summary = RunSummary {
             steps: t.step,
             world_size: t.comm.size(),
             global_batch: t.cfg.train.batch_size,
             final_stats: self.stats,
             median_step_seconds: median(&mut self.step_times.clone()),
+            allreduce_share: self.allreduce_times.iter().sum::<f64>()
+                / self.step_times.iter().sum::<f64>().max(1e-12),
             images_per_second: t.cfg.train.batch_size as f64 * self.step_times.len() as f64
                 / elapsed.max(1e-9),
             gammas: t.named_gammas().into_iter().collect(),
             resyncs: t.resyncs,
-            feature_net: self.evaluator.as_ref().map(|e| e.net.label().to_string()),
-            eval_start: self.record.eval_start.clone(),
-            eval_end,
-            best: self.record.best,
+            feature_net: label.map(str::to_string),
+            scores_start,
+            scores_end: (!end.is_empty()).then_some(end),
+            best,
             steps_this_session: self.step_times.len(),
             run_dir: t.cfg.output.dir.clone(),
         };
         if let Some(o) = self.out.as_mut() {
             write_final(t, &summary, o)?;
+            if let Some(l) = label {
+                print_scores(
+                    l,
+                    t.step,
+                    start.as_ref(),
+                    eval_end.as_ref(),
+                    eval_end_g.as_ref(),
+                );
+            }
         }
         Ok(Outcome::Finished(Box::new(summary)))
     }
@@ -406,26 +478,59 @@ fn write_final(t: &Trainer, summary: &RunSummary, o: &mut Outputs) -> Result<()>
         s.g_loss,
         dir.join("samples.png").display()
     );
-    if let (Some(l), Some(a), Some(b)) =
-        (&summary.feature_net, &summary.eval_start, &summary.eval_end)
-    {
-        println!(
-            "FID_{l}: {:.3} at step 0 -> {:.3} at step {}; IS_{l}: {:.3} -> {:.3}",
-            a["fid"].as_f64().unwrap_or(f64::NAN),
-            b.fid,
-            t.step,
-            a["is_mean"].as_f64().unwrap_or(f64::NAN),
-            b.is_mean
-        );
-    }
     Ok(())
+}
+
+/// Scores as summary.json gives them: each named for the feature network (`label`).
+fn named_scores(label: &str, s: &Scores) -> serde_json::Value {
+    serde_json::json!({
+        format!("FID_{label}"): s.fid,
+        format!("IS_{label}"): s.is_mean,
+        format!("IS_{label}_std"): s.is_std,
+        "samples": s.samples,
+    })
+}
+
+/// The final console line of the scores: the start, G_ema at the end, and the raw G's.
+fn print_scores(
+    label: &str,
+    step: i64,
+    start: Option<&Scores>,
+    ema: Option<&Scores>,
+    raw: Option<&Scores>,
+) {
+    let Some(ema) = ema else {
+        return;
+    };
+    let at_start = |f: fn(&Scores) -> f64| {
+        start
+            .map(|s| format!("{:.3} at step 0 -> ", f(s)))
+            .unwrap_or_default()
+    };
+    let raw_part =
+        |f: fn(&Scores) -> f64| raw.map(|s| format!(", G {:.3}", f(s))).unwrap_or_default();
+    println!(
+        "FID_{label}: {}G_ema {:.3}{} at step {step}; IS_{label}: {}G_ema {:.3}{}",
+        at_start(|s| s.fid),
+        ema.fid,
+        raw_part(|s| s.fid),
+        at_start(|s| s.is_mean),
+        ema.is_mean,
+        raw_part(|s| s.is_mean),
+    );
 }
 
 /// The fixed-noise grids (one row per grid class) of G and G_ema and G_ema's attention figures, to
 /// TensorBoard and to `png` (G_ema's grid) and the attention PNGs beside it. Generated in chunks of
 /// whole rows of at most `eval.batch` images; each attention figure annotates the first image of
 /// each row from the very forward pass that drew the grid.
-fn write_grids(t: &Trainer, r: &mut Reporter, grid: &(Tensor, Tensor), png: &Path) -> Result<()> {
+fn write_grids(
+    t: &Trainer,
+    r: &mut Reporter,
+    grid: &(Tensor, Tensor),
+    row_labels: &[String],
+    png: &Path,
+) -> Result<()> {
     let per_class = t.cfg.output.samples_per_class;
     let rows = grid.0.size()[0] / per_class;
     let chunk_rows = (t.cfg.eval.batch / per_class).max(1);
@@ -449,18 +554,22 @@ fn write_grids(t: &Trainer, r: &mut Reporter, grid: &(Tensor, Tensor), png: &Pat
         raw.push(t.sample_g(&z, &y));
     }
     let ema = samples::grid(&Tensor::cat(&ema, 0), rows);
-    r.image("samples/G_ema", &ema, t.step)?;
+    let ema_labelled = samples::labelled(&ema, row_labels);
+    r.image("samples/G_ema", &ema_labelled, t.step)?;
     r.image(
         "samples/G",
-        &samples::grid(&Tensor::cat(&raw, 0), rows),
+        &samples::labelled(&samples::grid(&Tensor::cat(&raw, 0), rows), row_labels),
         t.step,
     )?;
     let firsts = Tensor::cat(&firsts, 0);
     for (name, m) in names.iter().zip(&maps) {
-        let overlay = samples::attention_overlay(
-            &firsts,
-            &Tensor::cat(m, 0),
-            &[(0.3, 0.3), (0.5, 0.5), (0.7, 0.6)],
+        let overlay = samples::labelled(
+            &samples::attention_overlay(
+                &firsts,
+                &Tensor::cat(m, 0),
+                &[(0.3, 0.3), (0.5, 0.5), (0.7, 0.6)],
+            ),
+            row_labels,
         );
         r.image(&format!("attention/G.{name}"), &overlay, t.step)?;
         samples::save_png(
@@ -474,7 +583,7 @@ fn write_grids(t: &Trainer, r: &mut Reporter, grid: &(Tensor, Tensor), png: &Pat
         .map(f64::from)
         .collect();
     r.histogram("samples/G_ema_pixels", &pixels, t.step)?;
-    samples::save_png(&ema, png)?;
+    samples::save_png(&ema_labelled, png)?;
     r.flush()
 }
 

@@ -26,6 +26,8 @@ pub struct StepStats {
     pub d_fake: f64,
     pub d_grad_norm: f64,
     pub g_grad_norm: f64,
+    /// Seconds this rank spent in the gradient all-reduces of the step (on GPUs: enqueue and wait).
+    pub allreduce_seconds: f64,
 }
 
 pub struct Trainer {
@@ -229,6 +231,8 @@ impl Trainer {
         s.g_grad_norm = self.g_buckets.all_reduce(self.comm, self.step + 1)?;
         self.opt_g.step();
         s.g_loss = g_loss.double_value(&[]);
+        s.allreduce_seconds =
+            self.d_buckets.take_comm_seconds() + self.g_buckets.take_comm_seconds();
         self.step += 1;
         self.ema.update(self.step, &self.g_ema);
         check_finite_losses(self.step, &s)?;
@@ -369,6 +373,15 @@ impl Trainer {
     /// The same from the raw G. Uses G's normalised weights of the current step, so it neither runs
     /// a power iteration nor perturbs training.
     pub fn sample_g(&self, z: &Tensor, y: &Tensor) -> Tensor {
+        tch::no_grad(|| self.g.forward(z, y, BnMode::Batch))
+    }
+
+    /// The raw G's samples with its weights as they are now, as G.safetensors holds them (W / sigma
+    /// from the current u, v, no power iteration): what scoring the saved G must see. Replaces
+    /// G's normalised weights of the step, so it is for after training (the next step would
+    /// compute its own anyway).
+    pub fn sample_g_current(&self, z: &Tensor, y: &Tensor) -> Tensor {
+        self.g.sn.refresh(SnMode::Detached);
         tch::no_grad(|| self.g.forward(z, y, BnMode::Batch))
     }
 }

@@ -162,3 +162,61 @@ print(" ".join(str(e.step) for e in m.Scalars(".", sys.argv[2])) if sys.argv[2] 
         .filter_map(|w| w.parse().ok())
         .collect()
 }
+
+/// `n` random 28x28 images with labels 0..9 in turn, in the IDX format of Fashion-MNIST's training
+/// split, in `dir`: a dataset small enough that reference statistics take no time.
+pub fn write_small_fmnist(dir: &std::path::Path, n: u32) -> std::path::PathBuf {
+    write_fmnist_like(dir, n, 12345)
+}
+
+/// The same, with images that differ for each `seed`.
+pub fn write_fmnist_like(dir: &std::path::Path, n: u32, seed: u32) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut images = 0x0803u32.to_be_bytes().to_vec();
+    for d in [n, 28, 28] {
+        images.extend(d.to_be_bytes());
+    }
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    for _ in 0..n * 28 * 28 {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        images.push((state >> 24) as u8);
+    }
+    let mut labels = 0x0801u32.to_be_bytes().to_vec();
+    labels.extend(n.to_be_bytes());
+    labels.extend((0..n).map(|i| (i % 10) as u8));
+    std::fs::write(dir.join("train-images-idx3-ubyte"), images).unwrap();
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), labels).unwrap();
+    dir.to_path_buf()
+}
+
+/// Untrained Fashion-MNIST classifier weights at `path` (any fixed network will do to check
+/// where numbers go; their values are tested elsewhere).
+pub fn untrained_classifier(path: &std::path::Path) -> std::path::PathBuf {
+    let c = sagan::metrics::classifier::Classifier::new(tch::Device::Cpu, 10);
+    c.vs.save(path).unwrap();
+    path.to_path_buf()
+}
+
+/// No panic, no libtorch C++ frames, no internal error in a command's output.
+pub fn assert_clean(text: &str) {
+    for bad in [
+        "panicked",
+        "internal error",
+        "frame #",
+        "Exception raised",
+        "RUST_BACKTRACE",
+    ] {
+        assert!(!text.contains(bad), "{bad:?} in:\n{text}");
+    }
+}
+
+/// stdout and stderr of a command that must fail.
+pub fn failed(out: &Output) -> String {
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "command succeeded:\n{text}");
+    text
+}

@@ -1,0 +1,147 @@
+//! `sagan sample`: images from a generator's weights file alone. Every weights file sagan writes
+//! carries the config it was trained with in its metadata (see `checkpoint::weights_metadata`), so
+//! the generator is rebuilt from the file, without the run's config file or directory.
+//!
+//! Samples are drawn as everywhere else in sagan: with batch statistics in the batch norms, all
+//! images in one forward pass, W / sigma from the stored spectral-norm vectors (no power
+//! iteration). The noise is `samples::grid_inputs`'s for the seed. `--tensors` writes z, y and the
+//! images so that another implementation (docs/load_g_ema.py) can be checked against these.
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use tch::{Device, Tensor};
+
+use crate::checkpoint::weights;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::labels;
+use crate::model::{self, BnMode, Generator, SnMode};
+use crate::samples;
+
+/// What to draw and where to write it.
+pub struct Request<'a> {
+    pub weights: &'a Path,
+    pub png: &'a Path,
+    pub tensors: Option<&'a Path>,
+    /// Classes, one grid row each; empty: `output.sample_classes` of the file's config.
+    pub classes: &'a [i64],
+    pub per_class: i64,
+    pub seed: u64,
+}
+
+/// What was drawn.
+pub struct Drawn {
+    /// "G_ema" or "G", from the file's metadata.
+    pub network: String,
+    pub step: i64,
+    pub rows: usize,
+}
+
+/// A generator rebuilt from a weights file, with what its metadata says about it.
+pub struct Loaded {
+    pub g: Generator,
+    pub cfg: Config,
+    pub network: String,
+    pub step: i64,
+}
+
+/// Rebuilds the generator a sagan weights file holds (G or G_ema), from its metadata and tensors.
+pub fn load_generator(path: &Path, device: Device) -> Result<Loaded> {
+    let bad = |msg: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let file = weights::read(path, None)?;
+    let meta = |key: &str| {
+        file.metadata.get(key).cloned().ok_or_else(|| {
+            bad(format!(
+                "no `{key}` in its safetensors metadata: not a weights file written by sagan"
+            ))
+        })
+    };
+    let network = meta("network")?;
+    if network != "G" && network != "G_ema" {
+        return Err(bad(format!(
+            "holds network {network}, not a generator (G or G_ema)"
+        )));
+    }
+    let step = meta("step")?
+        .parse()
+        .map_err(|e| bad(format!("metadata `step` is not a number: {e}")))?;
+    let origin = format!("{} (its metadata)", path.display());
+    let cfg = Config::from_toml_str(&meta("config")?, &origin, &[])?;
+    let g = Generator::new(&cfg.model, device)?;
+    weights::copy_into(
+        path,
+        &network,
+        &model::named_variables(&g.vs),
+        &file.tensors,
+    )?;
+    g.sn.refresh(SnMode::Detached);
+    Ok(Loaded {
+        g,
+        cfg,
+        network,
+        step,
+    })
+}
+
+/// The classes to draw: the request's (checked), else the config's grid classes.
+fn classes(requested: &[i64], cfg: &Config) -> Result<Vec<i64>> {
+    let n = cfg.model.num_classes;
+    if requested.is_empty() {
+        return Ok(samples::grid_classes(n, cfg.output.sample_classes));
+    }
+    match requested.iter().find(|&&c| !(0..n).contains(&c)) {
+        Some(c) => Err(Error::Model(format!(
+            "--classes: class {c} does not exist; the model has classes 0 to {}",
+            n - 1
+        ))),
+        None => Ok(requested.to_vec()),
+    }
+}
+
+/// Draws the grid (and the tensors) the request asks for.
+pub fn run(r: &Request, device: Device) -> Result<Drawn> {
+    if r.per_class <= 0 {
+        return Err(Error::Model(format!(
+            "--per-class must be > 0, got {}",
+            r.per_class
+        )));
+    }
+    let Loaded {
+        g,
+        cfg,
+        network,
+        step,
+    } = load_generator(r.weights, device)?;
+    let classes = classes(r.classes, &cfg)?;
+    let (z, y) = samples::grid_inputs(&classes, r.per_class, cfg.model.z_dim, r.seed, device);
+    let images = tch::no_grad(|| g.forward(&z, &y, BnMode::Batch));
+    let rows = classes.len();
+    let names = labels::row_labels(cfg.data.dataset, cfg.model.num_classes, &classes);
+    let grid = samples::labelled(&samples::grid(&images, rows as i64), &names);
+    samples::save_png(&grid, r.png)?;
+    if let Some(path) = r.tensors {
+        let tensors: Vec<(String, Tensor)> = [("z", &z), ("y", &y), ("images", &images)]
+            .into_iter()
+            .map(|(n, t)| (n.to_string(), t.to_device(Device::Cpu).contiguous()))
+            .collect();
+        let meta = BTreeMap::from([
+            ("weights".to_string(), r.weights.display().to_string()),
+            ("seed".to_string(), r.seed.to_string()),
+            (
+                "about".to_string(),
+                "z, y and G(z, y) in [-1, 1], drawn by `sagan sample` in one forward pass with \
+                 batch statistics"
+                    .to_string(),
+            ),
+        ]);
+        weights::write(path, &tensors, &meta)?;
+    }
+    Ok(Drawn {
+        network,
+        step,
+        rows,
+    })
+}
