@@ -95,7 +95,7 @@ pub fn synthetic_photo(seed: u64, width: u32, height: u32) -> Vec<u8> {
                 }
             }
             for v in c {
-                let grain = (rng.unit() - 0.5) * 60.0;
+                let grain = (rng.unit() - 0.5) * 26.0;
                 px.push((v + grain).clamp(0.0, 255.0) as u8);
             }
         }
