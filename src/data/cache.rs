@@ -15,13 +15,17 @@ use crate::config::{DataConfig, ModelConfig};
 use crate::dist::Comm;
 use crate::error::{Error, Result};
 
+/// How often the waiting ranks hear from rank 0 while it packs: far below any sensible
+/// `dist.timeout_s`, and a few tiny broadcasts a second cost nothing next to decoding.
+const STATUS_EVERY: Duration = Duration::from_millis(250);
+
 /// Bumped whenever decoding, conversion, crop or resize change what a packed folder contains.
 const PIPELINE: &str = "sagan-image-folder-1";
 
 /// The cache file for `data` at the model's resolution and channels, packing it first when it
 /// does not exist. Rank 0 lists and packs; the others wait. Packing ImageNet takes long, longer
 /// than `dist.timeout_s`, so the ranks do not wait in one collective: rank 0 packs on a thread
-/// and every few seconds all ranks exchange a short status, which keeps each collective brief.
+/// and four times a second all ranks exchange a short status, which keeps each collective brief.
 pub fn packed_folder(data: &DataConfig, model: &ModelConfig, comm: &dyn Comm) -> Result<PathBuf> {
     let (tx, rx) = std::sync::mpsc::channel::<Result<PathBuf>>();
     let mut own: Option<Result<PathBuf>> = None;
@@ -38,7 +42,7 @@ pub fn packed_folder(data: &DataConfig, model: &ModelConfig, comm: &dyn Comm) ->
             // [2] still packing, [1] + path done, [0] + message failed.
             let mut status = Vec::new();
             if comm.rank() == 0 {
-                match rx.recv_timeout(Duration::from_secs(2)) {
+                match rx.recv_timeout(STATUS_EVERY) {
                     Ok(Ok(path)) => {
                         status = [&[1u8][..], path.to_string_lossy().as_bytes()].concat();
                         own = Some(Ok(path));
