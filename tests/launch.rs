@@ -331,6 +331,7 @@ fn sigterm_to_every_process_as_a_batch_system_sends_it_still_checkpoints() {
 fn launch_and_setup_scripts_are_shellcheck_clean() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let scripts = [
+        "docker/smoke.sh",
         "launch/mpirun.sh",
         "launch/nodes/nodes.sh",
         "launch/slurm/train.sbatch",
