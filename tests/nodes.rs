@@ -328,8 +328,16 @@ fn a_link_cut_mid_run_makes_the_watchdog_end_the_job_naming_the_operation() {
     assert_nothing_left(&name);
 }
 
-/// (summary's all-reduce share, median all-reduce seconds of a step) of a finished run.
-fn allreduce_figures(dir: &Path) -> (f64, f64) {
+/// The all-reduce figures of a finished run.
+struct AllReduce {
+    /// summary.json's share of the step spent in gradient all-reduces.
+    share: f64,
+    /// The shortest and the median all-reduce time of a step (metrics.jsonl, one line a step).
+    min: f64,
+    median: f64,
+}
+
+fn allreduce_figures(dir: &Path) -> AllReduce {
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     let mut secs: Vec<f64> = std::fs::read_to_string(dir.join("metrics.jsonl"))
@@ -340,10 +348,11 @@ fn allreduce_figures(dir: &Path) -> (f64, f64) {
         .collect();
     assert!(!secs.is_empty());
     secs.sort_by(f64::total_cmp);
-    (
-        summary["allreduce_share"].as_f64().unwrap(),
-        secs[secs.len() / 2],
-    )
+    AllReduce {
+        share: summary["allreduce_share"].as_f64().unwrap(),
+        min: secs[0],
+        median: secs[secs.len() / 2],
+    }
 }
 
 #[test]
@@ -351,6 +360,7 @@ fn a_5_ms_delay_on_the_link_completes_and_shows_in_the_allreduce_share() {
     if !available() {
         return;
     }
+    let steps = 30;
     let tmp = tempfile::tempdir().unwrap();
     let nodes = Nodes::up(1);
     let name = nodes.name.clone();
@@ -358,42 +368,46 @@ fn a_5_ms_delay_on_the_link_completes_and_shows_in_the_allreduce_share() {
         let dir = tmp.path().join(tag);
         let mut cmd = nodes.mpirun(1);
         cmd.arg(bin())
-            .args(train_args(&dir, 30, &["train.log_every=1"]));
-        let t0 = Instant::now();
+            .args(train_args(&dir, steps, &["train.log_every=1"]));
         let out = ok(&cmd.output().unwrap());
-        assert!(out.contains("done: step 30"), "{out}");
-        let (share, median) = allreduce_figures(&dir);
-        (share, median, t0.elapsed().as_secs_f64())
+        assert!(out.contains(&format!("done: step {steps}")), "{out}");
+        allreduce_figures(&dir)
     };
     let plain = run("plain");
     let how = nodes.script(&["delay", "node2", "5"]);
     let delayed = run("delayed");
     nodes.script(&["undelay", "node2"]);
-    let mechanism = if how.contains("netem") && !how.contains("NFQUEUE") {
+    let mechanism = if how.contains("(netem)") {
         "tc netem"
     } else {
-        "NFQUEUE (this kernel has no netem)"
+        "NFQUEUE: this kernel has no netem"
     };
     eprintln!(
-        "all-reduce share of the step: {:.1}% without delay, {:.1}% with 5 ms each way on node2's \
-         link ({mechanism}); median all-reduce per step {:.1} ms -> {:.1} ms; runs of 30 steps \
-         took {:.1} s and {:.1} s",
-        plain.0 * 100.0,
-        delayed.0 * 100.0,
-        plain.1 * 1e3,
-        delayed.1 * 1e3,
-        plain.2,
-        delayed.2
+        "all-reduce share of the step: {:.1}% without delay, {:.1}% with 5 ms each way on \
+         node2's link ({mechanism}); all-reduce time of a step, shortest and median: {:.1} and \
+         {:.1} ms without, {:.1} and {:.1} ms with",
+        plain.share * 100.0,
+        delayed.share * 100.0,
+        plain.min * 1e3,
+        plain.median * 1e3,
+        delayed.min * 1e3,
+        delayed.median * 1e3,
     );
-    // A step all-reduces twice (D, then G), each at least one round trip across the link, which
-    // the delay lengthens by 10 ms: 20 ms more per step; half of that is the bar.
+    for r in [&plain, &delayed] {
+        assert!(r.share > 0.0 && r.share < 1.0, "share {}", r.share);
+    }
+    // A step all-reduces twice (D's gradients, then G's: 69 and 102 KB here), and in each rank 0
+    // waits at least one round trip over the link, even when it comes last: either half of every
+    // sum is made on node2 from what rank 0 sends it (ring), or the message is too large to be
+    // sent before rank 0 asks for it (rendezvous above OpenMPI's 64 KiB eager limit). With 5 ms
+    // each way no step's all-reduces can take under 20 ms. (Shares and medians rise too, but they
+    // also move with how evenly the two ranks share this machine's cores: printed, not asserted.)
     assert!(
-        delayed.1 - plain.1 >= 0.010,
-        "the delay did not reach the all-reduce: median {:.1} ms -> {:.1} ms",
-        plain.1 * 1e3,
-        delayed.1 * 1e3
+        delayed.min >= 0.020,
+        "a step all-reduced in {:.1} ms with 5 ms each way on the link: the delay missed it",
+        delayed.min * 1e3
     );
-    assert!(delayed.0 > plain.0, "share {} -> {}", plain.0, delayed.0);
+    assert!(plain.min < delayed.min, "{} {}", plain.min, delayed.min);
     drop(nodes);
     assert_nothing_left(&name);
 }
