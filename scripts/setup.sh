@@ -7,10 +7,12 @@ venv="$root/.venv"
 torch_version="2.11.0"
 
 # slurm-wlm .. munge, iproute2 (ss) and procps (ps): the single-node Slurm that tests/slurm.rs
-# starts (launch/slurm/local-cluster.sh); shellcheck lints the launch scripts. libturbojpeg0-dev:
-# the JPEG decoder of ImageFolder datasets (libjpeg-turbo, as Pillow uses).
+# starts (launch/slurm/local-cluster.sh); shellcheck lints the launch scripts; iproute2 (ip, tc),
+# util-linux (unshare) and iptables: the namespace "nodes" of tests/nodes.rs (launch/nodes/).
+# libturbojpeg0-dev: the JPEG decoder of ImageFolder datasets (libjpeg-turbo, as Pillow uses).
 apt_packages=(build-essential pkg-config python3-venv libopenmpi-dev openmpi-bin libclang-dev
-  libturbojpeg0-dev dataset-fashion-mnist slurm-wlm slurmctld slurmd slurm-client munge iproute2 procps shellcheck)
+  libturbojpeg0-dev dataset-fashion-mnist slurm-wlm slurmctld slurmd slurm-client munge iproute2 procps
+  shellcheck util-linux iptables)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

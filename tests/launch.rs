@@ -178,6 +178,40 @@ fn the_wrapper_returns_the_ranks_failure() {
     assert!(t.contains("train.batch_size"), "{t}");
 }
 
+/// The wrapper with a host file of two real hosts: the namespace nodes of launch/nodes/nodes.sh,
+/// reached through its rsh agent (given with --mpirun-arg, as a cluster's own options would be).
+#[test]
+fn a_two_host_run_through_the_wrapper_on_namespace_nodes() {
+    if !common::nodes::available() {
+        return;
+    }
+    let nodes = common::nodes::Nodes::up(1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = wrapper();
+    cmd.args(["--hostfile", nodes.hostfile(), "-N", "1", "--threads", "1"]);
+    for a in &nodes.mpirun_args {
+        cmd.arg(format!("--mpirun-arg={a}"));
+    }
+    let out = cmd
+        .args(["train", "--config", &default_config()])
+        .args(tiny(dir.path(), 5))
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("2 rank(s), 1 per node, 1 thread(s) each"), "{t}");
+    assert!(
+        t.contains(
+            "sagan: 2 rank(s) on 2 host(s): node1 ranks 0 (local 0); node2 ranks 1 (local 0)"
+        ),
+        "{t}"
+    );
+    assert!(dir.path().join("G_ema.safetensors").exists());
+    let name = nodes.name.clone();
+    drop(nodes);
+    common::nodes::assert_nothing_left(&name);
+}
+
 /// Starts a long 2-rank run through the wrapper and waits until it has logged step 3.
 fn start_long_run(dir: &Path) -> Child {
     let child = wrapper()
@@ -297,7 +331,9 @@ fn sigterm_to_every_process_as_a_batch_system_sends_it_still_checkpoints() {
 fn launch_and_setup_scripts_are_shellcheck_clean() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let scripts = [
+        "docker/smoke.sh",
         "launch/mpirun.sh",
+        "launch/nodes/nodes.sh",
         "launch/slurm/train.sbatch",
         "launch/slurm/local-cluster.sh",
         "scripts/setup.sh",

@@ -14,11 +14,15 @@ pub struct RankView {
     pub cuda_devices: i64,
     /// The CPUs this process may run on (its affinity, which mpirun's binding sets).
     pub cpus: Vec<u32>,
+    /// This rank's index among the ranks on its node, as MPI sees it (shared-memory domain).
+    #[serde(default)]
+    pub local_rank: usize,
 }
 
 impl RankView {
-    pub fn probe() -> RankView {
+    pub fn probe(local_rank: usize) -> RankView {
         RankView {
+            local_rank,
             host: super::world::hostname(),
             cuda_devices: if tch::Cuda::is_available() {
                 tch::Cuda::device_count()
@@ -116,6 +120,51 @@ pub fn plan(kind: BackendKind, rank: usize, views: &[RankView], threads: i64) ->
     })
 }
 
+/// Where the ranks run, for the start-up line: "4 rank(s) on 2 host(s): node1 ranks 0,1 (local
+/// 0,1); node2 ranks 2,3 (local 0,1)", hosts in order of their first rank, local ranks as MPI
+/// numbers them. Then one warning per rank whose MPI local rank is not its index among the ranks
+/// with its host name (which picks its GPU): two nodes with one host name, or one node under two.
+pub fn describe_hosts(views: &[RankView]) -> (String, Vec<String>) {
+    let mut hosts: Vec<&str> = Vec::new();
+    for v in views {
+        if !hosts.contains(&v.host.as_str()) {
+            hosts.push(&v.host);
+        }
+    }
+    let list = |it: &mut dyn Iterator<Item = usize>| {
+        it.map(|n| n.to_string()).collect::<Vec<_>>().join(",")
+    };
+    let parts: Vec<String> = hosts
+        .iter()
+        .map(|h| {
+            let on: Vec<usize> = (0..views.len()).filter(|&r| views[r].host == *h).collect();
+            format!(
+                "{h} ranks {} (local {})",
+                list(&mut on.iter().copied()),
+                list(&mut on.iter().map(|&r| views[r].local_rank))
+            )
+        })
+        .collect();
+    let line = format!(
+        "{} rank(s) on {} host(s): {}",
+        views.len(),
+        hosts.len(),
+        parts.join("; ")
+    );
+    let mut warnings = Vec::new();
+    for (r, v) in views.iter().enumerate() {
+        let by_name = views[..r].iter().filter(|o| o.host == v.host).count();
+        if by_name != v.local_rank {
+            warnings.push(format!(
+                "rank {r} on {} is local rank {} to MPI but {by_name} by host name; devices are \
+                 picked by host name: do two nodes share a host name?",
+                v.host, v.local_rank
+            ));
+        }
+    }
+    (line, warnings)
+}
+
 /// Fails with a clear message when CUDA was asked for but is absent.
 pub fn require_cuda(what: &str) -> Result<()> {
     if tch::Cuda::is_available() {
@@ -179,7 +228,38 @@ mod tests {
             host: host.into(),
             cuda_devices: gpus,
             cpus: cpus.to_vec(),
+            local_rank: 0,
         }
+    }
+
+    #[test]
+    fn hosts_are_listed_with_their_ranks_and_local_ranks() {
+        let mut views = vec![
+            view("node1", 0, &[0]),
+            view("node1", 0, &[1]),
+            view("node2", 0, &[0]),
+            view("node2", 0, &[1]),
+        ];
+        for (r, l) in [0, 1, 0, 1].into_iter().enumerate() {
+            views[r].local_rank = l;
+        }
+        let (line, warnings) = describe_hosts(&views);
+        assert_eq!(
+            line,
+            "4 rank(s) on 2 host(s): node1 ranks 0,1 (local 0,1); node2 ranks 2,3 (local 0,1)"
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+        // Two nodes under one host name: MPI numbers 0,1 twice, the names say 0..3.
+        for v in &mut views {
+            v.host = "same".into();
+        }
+        let (line, warnings) = describe_hosts(&views);
+        assert_eq!(
+            line,
+            "4 rank(s) on 1 host(s): same ranks 0,1,2,3 (local 0,1,0,1)"
+        );
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].starts_with("rank 2 on same is local rank 0 to MPI but 2"));
     }
 
     #[test]

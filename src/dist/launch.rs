@@ -30,7 +30,14 @@ pub fn join(cfg: &Config) -> Result<Rank> {
         Some(d) => Box::new(WatchedComm::new(bootstrap, d.clone())),
         None => bootstrap,
     };
-    let views = gather_views(bootstrap.as_ref())?;
+    let views = gather_views(bootstrap.as_ref(), world.local_rank)?;
+    if world.rank == 0 && world.size > 1 {
+        let (line, warnings) = device::describe_hosts(&views);
+        println!("sagan: {line}");
+        for w in warnings {
+            eprintln!("sagan: warning: {w}");
+        }
+    }
     let plan = device::plan(cfg.dist.backend, world.rank, &views, cfg.train.threads)?;
     if plan.device == Device::Cpu {
         tch::set_num_threads(plan.threads);
@@ -57,8 +64,8 @@ pub fn finalize(comm: &dyn Comm) {
     super::mpi::finalize();
 }
 
-fn gather_views(comm: &dyn Comm) -> Result<Vec<RankView>> {
-    let mine = serde_json::to_vec(&RankView::probe()).expect("serialisable");
+fn gather_views(comm: &dyn Comm, local_rank: usize) -> Result<Vec<RankView>> {
+    let mine = serde_json::to_vec(&RankView::probe(local_rank)).expect("serialisable");
     comm.all_gather_bytes(&mine)?
         .iter()
         .enumerate()

@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 use std::process::{Command, Output};
 
+pub mod nodes;
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sagan")
 }
