@@ -329,9 +329,18 @@ cmd_agent() {
   shift 2
   [ -e "/run/netns/$name-$host" ] || die "agent: no host '$host' in '$name'"
   # As sshd would: CMD's words joined and run by a shell (mpirun's daemon command line holds
-  # assignments and `;`), under HOST's host name.
+  # assignments and `;`), under HOST's host name. The agent itself stays on the launching side, as
+  # an ssh client does, so that killing every process of HOST leaves it to report which host's
+  # session died: mpirun's own message for a daemon whose agent failed names no host.
+  local rc=0
   # shellcheck disable=SC2016 # $0 and $1 belong to the inner shell
-  exec ip netns exec "$name-$host" unshare --uts sh -c 'hostname "$0" && exec sh -c "$1"' "$host" "$*"
+  ip netns exec "$name-$host" unshare --uts sh -c 'hostname "$0" && exec sh -c "$1"' "$host" "$*" || rc=$?
+  if ((rc > 128)); then
+    echo "nodes.sh agent: the session on host $host was ended by signal $((rc - 128)) ($(kill -l $((rc - 128)) 2>/dev/null || echo '?'))" >&2
+  elif ((rc != 0)); then
+    echo "nodes.sh agent: the session on host $host exited with status $rc" >&2
+  fi
+  exit "$rc"
 }
 
 cmd_run() {
