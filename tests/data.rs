@@ -150,8 +150,7 @@ fn jpeg_decoding_equals_pillows() {
     let got = sagan::data::decode::decode(&bytes, &file).unwrap();
     assert_eq!((got.width, got.height, got.channels), (64, 48, 3));
     let (max, n) = diff(&got.pixels, &want);
-    // libjpeg-turbo, as Pillow uses it: the same pixels, not merely close ones (the pure-Rust
-    // decoders differ by a few levels; see the README's table).
+    // libjpeg-turbo, as Pillow uses it: the same pixels, not merely close ones.
     assert_eq!((max, n), (0, 0), "differs from Pillow's decode");
 }
 
