@@ -426,36 +426,32 @@ fn a_corrupt_jpeg_stops_prepare_naming_it_and_skip_bad_counts_it() {
     assert_eq!(PackedFile::open(&out, true, 1).unwrap().header.skipped, 1);
 }
 
+fn prepare_32(input: &Path, out: &Path) -> std::process::Output {
+    run_sagan(&[
+        "prepare",
+        "--input",
+        input.to_str().unwrap(),
+        "--resolution",
+        "32",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
 #[test]
 fn empty_folders_and_too_small_datasets_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     let out = dir.path().join("x.sagan");
-    let run = run_sagan(&[
-        "prepare",
-        "--input",
-        empty.to_str().unwrap(),
-        "--resolution",
-        "32",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let run = prepare_32(&empty, &out);
     let text = String::from_utf8_lossy(&run.stderr);
     assert!(
         !run.status.success() && text.contains("no class subfolders"),
         "{text}"
     );
     std::fs::create_dir(empty.join("only_class")).unwrap();
-    let run = run_sagan(&[
-        "prepare",
-        "--input",
-        empty.to_str().unwrap(),
-        "--resolution",
-        "32",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let run = prepare_32(&empty, &out);
     let text = String::from_utf8_lossy(&run.stderr);
     assert!(
         !run.status.success() && text.contains("only_class") && text.contains("without images"),

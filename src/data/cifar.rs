@@ -7,18 +7,6 @@ use super::native::Native;
 use crate::error::{Error, IoContext, Result};
 
 const PIXELS: usize = 3 * 32 * 32;
-const CIFAR10_NAMES: [&str; 10] = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-];
 
 pub fn cifar10_train(dir: &Path) -> Result<Native> {
     let files: Vec<_> = (1..=5)
@@ -78,8 +66,12 @@ pub fn load_files(files: &[PathBuf]) -> Result<Native> {
         .and_then(|f| f.parent())
         .unwrap_or(Path::new("."));
     let class_names = if label_bytes == 1 {
-        read_names(&dir.join("batches.meta.txt"), 10)
-            .unwrap_or_else(|| CIFAR10_NAMES.iter().map(|s| s.to_string()).collect())
+        read_names(&dir.join("batches.meta.txt"), 10).unwrap_or_else(|| {
+            crate::labels::CIFAR10
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        })
     } else {
         read_names(&dir.join("fine_label_names.txt"), 100)
             .unwrap_or_else(|| (0..100).map(|i| i.to_string()).collect())

@@ -29,19 +29,6 @@ impl Native {
     }
 }
 
-const FASHION_NAMES: [&str; 10] = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-];
-
 /// The IDX pair of `split` ("train" or "test") in `dir`, gzipped or not.
 pub fn idx_pair(dir: &Path, split: &str) -> Result<Native> {
     let prefix = if split == "train" { "train" } else { "t10k" };
@@ -77,7 +64,7 @@ pub fn idx_pair(dir: &Path, split: &str) -> Result<Native> {
     // Fashion-MNIST and MNIST share the file names; the folder says which this is.
     let fashion = dir.to_string_lossy().to_lowercase().contains("fashion");
     let class_names = (0..classes)
-        .map(|i| match FASHION_NAMES.get(i) {
+        .map(|i| match crate::labels::FASHION_MNIST.get(i) {
             Some(name) if fashion => name.to_string(),
             _ => i.to_string(),
         })
