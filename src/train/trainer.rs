@@ -51,6 +51,38 @@ pub struct Trainer {
     pub step: i64,
     /// Buffers re-broadcast because ranks disagreed.
     pub resyncs: usize,
+    /// Wall time per phase of the step, when a benchmark asks for it (`sagan bench-train`).
+    pub phases: Option<PhaseClock>,
+}
+
+/// Seconds spent in each phase of the training step, summed over the steps since it was started.
+/// On CPUs every op has finished when it returns, so wall time between marks is the phase's cost.
+pub struct PhaseClock {
+    last: std::time::Instant,
+    /// (phase, seconds), in the order phases first ran.
+    pub seconds: Vec<(&'static str, f64)>,
+}
+
+impl Default for PhaseClock {
+    fn default() -> Self {
+        Self {
+            last: std::time::Instant::now(),
+            seconds: Vec::new(),
+        }
+    }
+}
+
+impl PhaseClock {
+    /// Charges the time since the previous mark to `phase`.
+    pub fn mark(&mut self, phase: &'static str) {
+        let now = std::time::Instant::now();
+        let dt = (now - self.last).as_secs_f64();
+        self.last = now;
+        match self.seconds.iter_mut().find(|(p, _)| *p == phase) {
+            Some((_, s)) => *s += dt,
+            None => self.seconds.push((phase, dt)),
+        }
+    }
 }
 
 /// A 64-bit mix of the seed, the step and the phase within it (SplitMix64's finaliser), so nearby
@@ -130,6 +162,7 @@ impl Trainer {
             d_buckets,
             step: 0,
             resyncs: 0,
+            phases: None,
         })
     }
 
@@ -199,42 +232,67 @@ impl Trainer {
         }
     }
 
+    /// Charges the time since the last mark to `phase` when phases are being timed.
+    fn mark(&mut self, phase: &'static str) {
+        if let Some(clock) = self.phases.as_mut() {
+            clock.mark(phase);
+        }
+    }
+
     pub fn train_step(&mut self) -> Result<StepStats> {
         let mut s = StepStats::default();
+        self.mark("between steps");
         self.g.sn.refresh(SnMode::PowerIteration);
+        self.mark("SN refresh");
         for i in 0..self.cfg.train.d_steps {
             self.at("D step");
             // The official code updates D's u on the real pass; one refresh serves both passes.
             self.d.sn.refresh(SnMode::PowerIteration);
+            self.mark("SN refresh");
             let real = self.loader().next_batch()?;
             let (z, y_fake) = self.noise(i);
+            self.mark("data and noise");
             let fake = tch::no_grad(|| self.g.forward(&z, &y_fake, BnMode::Train));
+            self.mark("D step: G forward (no grad)");
             let d_real = self.d.forward(&real.images, &real.labels);
             let d_fake = self.d.forward(&fake, &y_fake);
             let (l_real, l_fake) = loss::d_hinge(&d_real, &d_fake);
+            self.mark("D step: D forward");
             self.opt_d.zero_grad();
             (&l_real + &l_fake).backward();
+            self.mark("D step: backward");
             s.d_grad_norm = self.d_buckets.all_reduce(self.comm, self.step + 1)?;
+            self.mark("gradient average and norm");
             self.opt_d.step();
+            self.mark("Adam");
             s.d_loss_real = l_real.double_value(&[]);
             s.d_loss_fake = l_fake.double_value(&[]);
             s.d_real = d_real.mean(None).double_value(&[]);
             s.d_fake = d_fake.mean(None).double_value(&[]);
+            self.mark("statistics to host");
         }
         self.at("G step");
         // D's weights changed: normalise them again, without a power iteration or gradient.
         self.d.sn.refresh(SnMode::Detached);
+        self.mark("SN refresh");
         let (z, y) = self.noise(self.cfg.train.d_steps);
+        self.mark("data and noise");
         let g_loss = loss::g_hinge(&self.d.forward(&self.g.forward(&z, &y, BnMode::Train), &y));
+        self.mark("G step: G and D forward");
         self.opt_g.zero_grad();
         g_loss.backward();
+        self.mark("G step: backward");
         s.g_grad_norm = self.g_buckets.all_reduce(self.comm, self.step + 1)?;
+        self.mark("gradient average and norm");
         self.opt_g.step();
+        self.mark("Adam");
         s.g_loss = g_loss.double_value(&[]);
+        self.mark("statistics to host");
         s.allreduce_seconds =
             self.d_buckets.take_comm_seconds() + self.g_buckets.take_comm_seconds();
         self.step += 1;
         self.ema.update(self.step, &self.g_ema);
+        self.mark("EMA");
         check_finite_losses(self.step, &s)?;
         Ok(s)
     }
