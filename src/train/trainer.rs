@@ -254,8 +254,16 @@ impl Trainer {
             self.mark("data and noise");
             let fake = tch::no_grad(|| self.g.forward(&z, &y_fake, BnMode::Train));
             self.mark("D step: G forward (no grad)");
-            let d_real = self.d.forward(&real.images, &real.labels);
-            let d_fake = self.d.forward(&fake, &y_fake);
+            // D has no batch-coupled layer (no batch norm): one forward of real and fake images
+            // together computes the same function of each image as two forwards, with GEMMs
+            // twice as tall and half the op dispatches.
+            let n_real = real.images.size()[0];
+            let logits = self.d.forward(
+                &Tensor::cat(&[&real.images, &fake], 0),
+                &Tensor::cat(&[&real.labels, &y_fake], 0),
+            );
+            let d_real = logits.narrow(0, 0, n_real);
+            let d_fake = logits.narrow(0, n_real, logits.size()[0] - n_real);
             let (l_real, l_fake) = loss::d_hinge(&d_real, &d_fake);
             self.mark("D step: D forward");
             self.opt_d.zero_grad();
