@@ -239,6 +239,13 @@ impl Trainer {
         }
     }
 
+    /// Turns gradient tracking of D's trainable parameters off (`frozen`) or back on.
+    fn freeze_d(&self, frozen: bool) {
+        for (_, p) in self.opt_d.params() {
+            let _ = p.set_requires_grad(!frozen);
+        }
+    }
+
     pub fn train_step(&mut self) -> Result<StepStats> {
         let mut s = StepStats::default();
         self.mark("between steps");
@@ -285,10 +292,15 @@ impl Trainer {
         self.mark("SN refresh");
         let (z, y) = self.noise(self.cfg.train.d_steps);
         self.mark("data and noise");
+        // Gradients for G's parameters only: D's normalised weights are already detached, and
+        // its biases and attention gammas are frozen for this backward (D's gradients are zeroed
+        // before its next step anyway, so nothing else changes).
+        self.freeze_d(true);
         let g_loss = loss::g_hinge(&self.d.forward(&self.g.forward(&z, &y, BnMode::Train), &y));
         self.mark("G step: G and D forward");
         self.opt_g.zero_grad();
         g_loss.backward();
+        self.freeze_d(false);
         self.mark("G step: backward");
         s.g_grad_norm = self.g_buckets.all_reduce(self.comm, self.step + 1)?;
         self.mark("gradient average and norm");
