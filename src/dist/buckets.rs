@@ -1,6 +1,6 @@
 //! Gradient averaging: gradients are copied into a few large flat buckets, each all-reduced once,
 //! then written back, so a network costs a handful of collectives instead of one per tensor.
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use super::comm::Comm;
 use crate::error::{Error, Result};
@@ -93,11 +93,14 @@ impl GradientBuckets {
                 self.comm_seconds += t0.elapsed().as_secs_f64();
                 let _ = flat.g_div_scalar_(world);
             } else {
-                // A single rank only needs the norm: no copy at all.
-                let sq: f64 = grads
-                    .iter()
-                    .map(|g| g.norm().double_value(&[]).powi(2))
-                    .sum();
+                // A single rank only needs the norm: no copy at all, and one read to the host
+                // for the whole bucket rather than one per tensor.
+                let norms: Vec<Tensor> = grads.iter().map(|g| g.norm()).collect();
+                let sq = Tensor::stack(&norms, 0)
+                    .to_kind(Kind::Double)
+                    .square()
+                    .sum(Kind::Double)
+                    .double_value(&[]);
                 check_finite(sq, &self.net, step, &self.params[range.clone()])?;
                 sq_norm += sq;
                 continue;
