@@ -6,7 +6,7 @@
 //! resumed run repeats the uninterrupted one exactly, and another world size sees the same samples.
 use tch::{Device, Kind, Tensor};
 
-use super::adam::Adam;
+use super::adam::{flatten, Adam};
 use super::ema::Ema;
 use super::loss;
 use crate::config::Config;
@@ -132,15 +132,23 @@ impl Trainer {
         let d = Discriminator::new(&cfg.model, device)?;
         let g_ema = Generator::new(&cfg.model, device)?;
         let t = &cfg.train;
-        let ema = Ema::new(&g, &g_ema, t.ema_decay, t.ema_start);
+        let mut ema = Ema::new(&g, &g_ema, t.ema_decay, t.ema_start);
         for vs in [&g.vs, &d.vs, &g_ema.vs] {
             sync::broadcast_from_root(comm, &model::named_variables(vs))?;
         }
         let adam = |vs, lr| Adam::new(model::parameters(vs), lr, t.beta1, t.beta2, t.adam_eps);
         let (opt_g, opt_d) = (adam(&g.vs, t.lr_g), adam(&d.vs, t.lr_d));
         let bucket_bytes = (cfg.dist.bucket_mb * 1024.0 * 1024.0) as usize;
-        let g_buckets = GradientBuckets::new("G", opt_g.params(), bucket_bytes)?;
-        let d_buckets = GradientBuckets::new("D", opt_d.params(), bucket_bytes)?;
+        let g_buckets =
+            GradientBuckets::over_flat("G", opt_g.params(), opt_g.flat_grad(), bucket_bytes)?;
+        let d_buckets =
+            GradientBuckets::over_flat("D", opt_d.params(), opt_d.flat_grad(), bucket_bytes)?;
+        // G_ema's parameters laid out as G's (both in name order), so one op averages them.
+        let g_ema_params: Vec<Tensor> = model::parameters(&g_ema.vs)
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
+        ema.use_flat(opt_g.flat_params(), &flatten(&g_ema_params));
         // Every net has a normalised weight from the start, so sampling before any step works.
         for sn in [&g.sn, &d.sn, &g_ema.sn] {
             sn.refresh(SnMode::Detached);
