@@ -77,6 +77,7 @@ def main():
     ap.add_argument("--flops", action="store_true", help="count FLOPs and measure SGEMM GFLOP/s")
     ap.add_argument("--phases", action="store_true", help="print sagan's time per phase of the step")
     ap.add_argument("--set", action="append", default=[], help="extra sagan config override")
+    ap.add_argument("--torch-args", default="", help="extra bench/torch_sagan.py options, e.g. --channels-last")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="sagan-bench-"))
@@ -123,7 +124,8 @@ def main():
                         env = None
                     else:
                         cmd = prefix + [PYTHON, str(ROOT / "bench/torch_sagan.py"), str(resolved),
-                                        "--warmup", str(warmup), "--steps", str(steps), "--threads", str(threads)]
+                                        "--warmup", str(warmup), "--steps", str(steps), "--threads", str(threads),
+                                        *args.torch_args.split()]
                         env = dict(os.environ, MASTER_PORT=str(random.randrange(20000, 60000)))
                     res = run_json(cmd, env)
                     results[name].append(res)

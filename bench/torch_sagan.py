@@ -35,6 +35,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+CHANNELS_LAST = False  # --channels-last: NHWC activations and weights (an experiment)
+
+
 class SpectralNorm(nn.Module):
     """W (a parameter) with persistent u, v; `refresh` sets `w` = W / sigma for the step."""
 
@@ -105,11 +108,13 @@ class Attention(nn.Module):
     def forward(self, x):
         b, _, h, w = x.shape
         pool = (lambda t: F.max_pool2d(t, 2, 2)) if self.official else (lambda t: t)
-        theta = self.theta(x).view(b, -1, h * w)
+        theta = self.theta(x).reshape(b, -1, h * w)
         phi = pool(self.phi(x)).flatten(2)
         g = pool(self.g(x)).flatten(2)
         attn = torch.softmax(theta.transpose(1, 2).bmm(phi), dim=-1)
         o = g.bmm(attn.transpose(1, 2)).view(b, -1, h, w)
+        if CHANNELS_LAST:
+            o = o.contiguous(memory_format=torch.channels_last)
         if self.out is not None:
             o = self.out(o)
         return x + self.gamma * o
@@ -213,6 +218,8 @@ class Generator(nn.Module):
 
     def forward(self, z, y):
         h = self.input(z).view(-1, self.input_ch, 4, 4)
+        if CHANNELS_LAST:
+            h = h.contiguous(memory_format=torch.channels_last)
         for block, attn in zip(self.blocks, self.attention):
             h = attn(block(h, y))
         h = F.relu(self.bn(h))
@@ -294,7 +301,11 @@ def main():
     ap.add_argument("--profile", help="write torch.profiler's op table of one step here")
     ap.add_argument("--flops", action="store_true", help="count one iteration's FLOPs")
     ap.add_argument("--pool", type=int, default=1024, help="synthetic real images held in memory")
+    ap.add_argument("--channels-last", action="store_true", help="NHWC activations and weights")
+    ap.add_argument("--fused-adam", action="store_true", help="torch.optim.Adam(fused=True)")
     args = ap.parse_args()
+    global CHANNELS_LAST
+    CHANNELS_LAST = args.channels_last
 
     cfg = tomllib.load(open(args.config, "rb"))
     m, t = cfg["model"], cfg["train"]
@@ -316,8 +327,12 @@ def main():
     g_ema.load_state_dict(g.state_dict())
     ema = Ema(g, g_ema, t["ema_decay"], t["ema_start"])
     betas = (t["beta1"], t["beta2"])
-    opt_g = torch.optim.Adam(g.parameters(), lr=t["lr_g"], betas=betas, eps=t["adam_eps"])
-    opt_d = torch.optim.Adam(d.parameters(), lr=t["lr_d"], betas=betas, eps=t["adam_eps"])
+    if CHANNELS_LAST:
+        for net in (g, d, g_ema):
+            net.to(memory_format=torch.channels_last)
+    fused = {"fused": True} if args.fused_adam else {}
+    opt_g = torch.optim.Adam(g.parameters(), lr=t["lr_g"], betas=betas, eps=t["adam_eps"], **fused)
+    opt_d = torch.optim.Adam(d.parameters(), lr=t["lr_d"], betas=betas, eps=t["adam_eps"], **fused)
     g_train, d_train = g, d
     if world > 1:
         # broadcast_buffers=False: re-broadcasting BN statistics and u, v before every forward is
@@ -330,6 +345,8 @@ def main():
     batch = global_batch // world
     res, ch = m["resolution"], m["img_channels"]
     pool_x = torch.rand(args.pool, ch, res, res) * 2 - 1
+    if CHANNELS_LAST:
+        pool_x = pool_x.contiguous(memory_format=torch.channels_last)
     pool_y = torch.randint(classes, (args.pool,))
     perm = torch.randperm(args.pool)
     seed = t.get("seed", 0)
