@@ -125,7 +125,7 @@ def main():
                     else:
                         cmd = prefix + [PYTHON, str(ROOT / "bench/torch_sagan.py"), str(resolved),
                                         "--warmup", str(warmup), "--steps", str(steps), "--threads", str(threads),
-                                        *args.torch_args.split()]
+                                        *args.torch_args.split(), *(["--phases"] if args.phases else [])]
                         env = dict(os.environ, MASTER_PORT=str(random.randrange(20000, 60000)))
                     res = run_json(cmd, env)
                     results[name].append(res)

@@ -301,6 +301,7 @@ def main():
     ap.add_argument("--profile", help="write torch.profiler's op table of one step here")
     ap.add_argument("--flops", action="store_true", help="count one iteration's FLOPs")
     ap.add_argument("--pool", type=int, default=1024, help="synthetic real images held in memory")
+    ap.add_argument("--phases", action="store_true", help="time each phase of the step (as sagan bench-train)")
     ap.add_argument("--channels-last", action="store_true", help="NHWC activations and weights")
     ap.add_argument("--fused-adam", action="store_true", help="torch.optim.Adam(fused=True)")
     args = ap.parse_args()
@@ -357,33 +358,58 @@ def main():
         y = torch.randint(classes, (global_batch,))
         return z[rank * batch:(rank + 1) * batch], y[rank * batch:(rank + 1) * batch]
 
+    phases = {}
+    clock = [time.perf_counter()]
+
+    def mark(name):
+        if args.phases:
+            now = time.perf_counter()
+            phases[name] = phases.get(name, 0.0) + now - clock[0]
+            clock[0] = now
+
     def train_step(step):
+        mark("between steps")
         refresh(g, "power")
+        mark("SN refresh")
+        refresh(d, "power")
+        mark("SN refresh")
         idx = perm[(step * global_batch + rank * batch) % args.pool:][:batch]
         if len(idx) < batch:
             idx = perm[:batch]
         x, y = pool_x[idx], pool_y[idx]
-        refresh(d, "power")
         z, y_fake = noise(step, 0)
+        mark("data and noise")
         with torch.no_grad():
             fake = g(z, y_fake)
+        mark("D step: G forward (no grad)")
         d_real = d_train(x, y)
         d_fake = d_train(fake, y_fake)
         l_real = F.relu(1.0 - d_real).mean()
         l_fake = F.relu(1.0 + d_fake).mean()
+        mark("D step: D forward")
         opt_d.zero_grad()
         (l_real + l_fake).backward()
+        mark("D step: backward")
         opt_d.step()
+        mark("Adam")
         refresh(d, "detached")
+        mark("SN refresh")
         d.requires_grad_(False)
         z, y = noise(step, 1)
+        mark("data and noise")
         g_loss = -d(g_train(z, y), y).mean()
+        mark("G step: G and D forward")
         opt_g.zero_grad()
         g_loss.backward()
+        mark("G step: backward")
         opt_g.step()
+        mark("Adam")
         d.requires_grad_(True)
         ema.update(step + 1)
-        return l_real.item(), l_fake.item(), g_loss.item()
+        mark("EMA")
+        stats = l_real.item(), l_fake.item(), g_loss.item()
+        mark("statistics to host")
+        return stats
 
     if args.flops:
         from torch.utils.flop_counter import FlopCounterMode
@@ -394,6 +420,9 @@ def main():
         flops = fc.get_total_flops()
     times = []
     for step in range(args.warmup + args.steps):
+        if step == args.warmup:
+            phases.clear()
+            clock[0] = time.perf_counter()
         t0 = time.perf_counter()
         train_step(step)
         if step >= args.warmup:
@@ -427,6 +456,8 @@ def main():
         }
         if args.flops:
             out["flops_per_iter"] = flops
+        if args.phases:
+            out["phases_ms"] = [(p, v * 1e3 / args.steps) for p, v in phases.items()]
         print(json.dumps(out), flush=True)
     return 0
 
