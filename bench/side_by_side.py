@@ -1,7 +1,7 @@
 """sagan against a PyTorch eager implementation of the same model (bench/torch_sagan.py), side by side.
 
     .venv/bin/python bench/side_by_side.py [--configs fmnist32,cifar10_32] [--modes 1x1,1x2,2x1]
-        [--rounds 2] [--sagan target/release/sagan] [--sagan-b OTHER_BINARY] [--flops]
+        [--rounds 2] [--sagan target/release/sagan] [--bin NAME=OTHER_BINARY ...] [--flops] [--phases]
 
 For each config and mode (processes x intra-op threads; 2x1 is sagan under mpirun against DDP over
 gloo under the same mpirun) the implementations run one after the other, alternating, `--rounds`
@@ -9,7 +9,7 @@ times (this machine's speed drifts by 20 % from minute to minute: only interleav
 Each run times steps after a warm-up and reports its median step; the table gives images/s per
 round, the median over rounds, the ratio sagan / PyTorch (median of the per-round ratios), the
 peak RSS per rank and, with --flops, achieved GFLOP/s and the fraction of the CPU's SGEMM rate.
---sagan-b adds a second sagan binary to the rotation (A/B of a change).
+--bin NAME=PATH adds more sagan binaries to the rotation (A/B of changes).
 
 Both sides train the same resolved config (`sagan show-config`). CIFAR-10 is not on this machine:
 the cifar10_32 config trains on synthetic CIFAR-10 binaries (random pixels and labels, 1280
@@ -70,7 +70,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     ap.add_argument("--sagan", default=str(target / "release/sagan"))
-    ap.add_argument("--sagan-b", help="a second sagan binary, timed in the same rotation")
+    ap.add_argument("--bin", action="append", default=[], metavar="NAME=PATH",
+                    help="more sagan binaries in the same rotation (A/B of changes), repeatable")
     ap.add_argument("--no-torch", action="store_true", help="only the sagan binaries")
     ap.add_argument("--steps", type=int, help="timed steps (default per config)")
     ap.add_argument("--warmup", type=int, help="untimed steps (default per config)")
@@ -84,7 +85,7 @@ def main():
     cifar = tmp / "cifar"
     cifar.mkdir()
     synthetic_cifar(cifar)
-    impls = [("sagan", args.sagan)] + ([("sagan-b", args.sagan_b)] if args.sagan_b else [])
+    impls = [("sagan", args.sagan)] + [tuple(b.split("=", 1)) for b in args.bin]
     if not args.no_torch:
         impls.append(("pytorch", None))
     sgemm = {}
@@ -136,25 +137,24 @@ def main():
             rows.append((cname, mode, results, flops))
     print()
     names = [n for n, _ in impls]
-    head = f"{'config':11} {'mode':4} " + " ".join(f"{n + ' img/s (rounds)':>30}" for n in names)
-    print(head + "  ratio sagan/pytorch   peak RSS MiB/rank")
     for cname, mode, results, flops in rows:
-        cells = []
+        print(f"{cname} {mode}: images/s, median over rounds (each round)")
+        base = results[names[0]]
         for n in names:
             v = [x["images_per_s"] for x in results[n]]
-            cells.append(f"{statistics.median(v):8.2f} ({', '.join(f'{x:.2f}' for x in v)})".rjust(30))
-        ratio = ""
-        if "pytorch" in results:
-            rs = [a["images_per_s"] / b["images_per_s"] for a, b in zip(results["sagan"], results["pytorch"])]
-            ratio = f"{statistics.median(rs):.2f}x ({', '.join(f'{x:.2f}' for x in rs)})"
-            if "sagan-b" in results:
-                rb = [a["images_per_s"] / b["images_per_s"] for a, b in zip(results["sagan-b"], results["pytorch"])]
-                ratio += f"; b {statistics.median(rb):.2f}x"
-        elif "sagan-b" in results:
-            rb = [b["images_per_s"] / a["images_per_s"] for a, b in zip(results["sagan"], results["sagan-b"])]
-            ratio = f"b/a {statistics.median(rb):.2f}x ({', '.join(f'{x:.2f}' for x in rb)})"
-        rss = " ".join(f"{n} {max(max(x['peak_rss_mib']) for x in results[n]):.0f}" for n in names)
-        print(f"{cname:11} {mode:4} " + " ".join(cells) + f"  {ratio}   {rss}")
+            line = f"  {n:>12}: {statistics.median(v):8.2f} ({', '.join(f'{x:.2f}' for x in v)})"
+            if "pytorch" in results and n != "pytorch":
+                rs = [a["images_per_s"] / b["images_per_s"] for a, b in zip(results[n], results["pytorch"])]
+                line += f"  vs pytorch {statistics.median(rs):.2f}x ({', '.join(f'{x:.2f}' for x in rs)})"
+            if n != names[0] and n != "pytorch":
+                rs = [a["images_per_s"] / b["images_per_s"] for a, b in zip(results[n], base)]
+                line += f"  vs {names[0]} {statistics.median(rs):.2f}x"
+            rss = max(max(x["peak_rss_mib"]) for x in results[n])
+            line += f"  peak RSS {rss:.0f} MiB/rank"
+            share = [x.get("allreduce_share") for x in results[n] if x.get("allreduce_share") is not None]
+            if share and mode.startswith("2"):
+                line += f", all-reduce {statistics.median(share) * 100:.1f}% of step"
+            print(line)
         if flops:
             procs, threads = (int(v) for v in mode.split("x"))
             peak = sgemm[procs * threads]
