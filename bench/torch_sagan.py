@@ -55,7 +55,7 @@ class SpectralNorm(nn.Module):
         return x / (x.norm() + self.eps)
 
     def _mat(self):
-        return self.weight.view(self.weight.shape[0], -1)
+        return self.weight.reshape(self.weight.shape[0], -1)  # a view unless channels-last
 
     @torch.no_grad()
     def power_iteration(self):
