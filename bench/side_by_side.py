@@ -66,7 +66,8 @@ def sgemm_gflops(threads):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--configs", default="fmnist32,cifar10_32")
-    ap.add_argument("--modes", default="1x1,1x2,2x1", help="processes x threads")
+    ap.add_argument("--modes", default="1x1,1x2,2x1",
+                    help="processes x threads, optionally bN for train.batch_size = N (1x1b32)")
     ap.add_argument("--rounds", type=int, default=2)
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     ap.add_argument("--sagan", default=str(target / "release/sagan"))
@@ -98,18 +99,20 @@ def main():
         if cname.startswith("cifar"):
             sets.append(f"data.path={cifar}")
         config = ROOT / "configs" / f"{cname}.toml"
-        flops = None
+        flops = {}  # per batch-size override
         for mode in args.modes.split(","):
-            procs, threads = (int(v) for v in mode.split("x"))
-            msets = sets + [f"train.threads={threads}"]
+            # "2x1": 2 processes x 1 thread; "1x1b32": with train.batch_size = 32 (scaling checks).
+            shape, _, mbatch = mode.partition("b")
+            procs, threads = (int(v) for v in shape.split("x"))
+            msets = sets + [f"train.threads={threads}"] + ([f"train.batch_size={mbatch}"] if mbatch else [])
             setargs = [a for s in msets for a in ("--set", s)]
             resolved = tmp / f"{cname}-{mode}.toml"
             shown = subprocess.run([args.sagan, "show-config", "--config", str(config), *setargs],
                                    capture_output=True, text=True, check=True).stdout
             resolved.write_text(shown)
-            if args.flops and flops is None:
-                flops = run_json([PYTHON, str(ROOT / "bench/torch_sagan.py"), str(resolved), "--flops",
-                                  "--steps", "1", "--warmup", "0"])["flops_per_iter"]
+            if args.flops and mbatch not in flops:
+                flops[mbatch] = run_json([PYTHON, str(ROOT / "bench/torch_sagan.py"), str(resolved), "--flops",
+                                          "--steps", "1", "--warmup", "0"])["flops_per_iter"]
             if args.flops and procs * threads not in sgemm:
                 sgemm[procs * threads] = sgemm_gflops(procs * threads)
             prefix = MPIRUN + [str(procs)] if procs > 1 else []
@@ -134,7 +137,7 @@ def main():
                           f"(median step {res['median_step_s'] * 1e3:.0f} ms)", flush=True)
                     if args.phases and res.get("phases_ms"):
                         print("    " + ", ".join(f"{p} {ms:.1f}" for p, ms in res["phases_ms"]))
-            rows.append((cname, mode, results, flops))
+            rows.append((cname, mode, results, flops.get(mbatch)))
     print()
     names = [n for n, _ in impls]
     for cname, mode, results, flops in rows:
@@ -156,7 +159,7 @@ def main():
                 line += f", all-reduce {statistics.median(share) * 100:.1f}% of step"
             print(line)
         if flops:
-            procs, threads = (int(v) for v in mode.split("x"))
+            procs, threads = (int(v) for v in mode.partition("b")[0].split("x"))
             peak = sgemm[procs * threads]
             for n in names:
                 gf = flops / statistics.median([x["median_step_s"] for x in results[n]]) / 1e9
