@@ -147,6 +147,7 @@ pub fn train(
         d_params: model::parameter_count(&t.d.vs),
     };
     drop(t);
+    let root = comm.rank() == 0;
     launch::finalize(comm);
-    Ok((comm.rank() == 0).then_some(figures))
+    Ok(root.then_some(figures))
 }
