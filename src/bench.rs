@@ -90,12 +90,7 @@ pub fn peak_rss_kib() -> u64 {
 /// `warmup` untimed then `steps` timed training steps of `cfg` (no outputs written), under mpirun
 /// for more ranks; the figures come back on rank 0. With `phases`, the timed steps are also
 /// split by phase (a few clock reads per step).
-pub fn train(
-    cfg: &Config,
-    warmup: i64,
-    steps: i64,
-    phases: bool,
-) -> Result<Option<TrainFigures>> {
+pub fn train(cfg: &Config, warmup: i64, steps: i64, phases: bool) -> Result<Option<TrainFigures>> {
     let rank = launch::join(cfg)?;
     let comm = rank.comm;
     let mut t = crate::train::Trainer::new(cfg.clone(), comm, rank.device)?;
