@@ -1,5 +1,6 @@
-//! `sagan bench-allreduce`: the gradient-averaging path measured against a raw in-place
-//! all-reduce of the same bytes (run under mpirun; see scripts/bench.sh).
+//! Benchmarks: `sagan bench-allreduce`, the gradient-averaging path measured against a raw in-place
+//! all-reduce of the same bytes (run under mpirun; see scripts/bench.sh); `sagan bench-train`,
+//! timed training steps with no outputs, the sagan side of bench/side_by_side.py.
 use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};
@@ -52,4 +53,96 @@ pub fn all_reduce(cfg: &Config, iters: usize) -> Result<Option<AllReduceFigures>
         bucketed_seconds: bucketed,
         raw_seconds: raw,
     }))
+}
+
+/// What `sagan bench-train` measured (rank 0's view; RSS of every rank).
+#[derive(Debug, serde::Serialize)]
+pub struct TrainFigures {
+    #[serde(rename = "impl")]
+    pub implementation: &'static str,
+    pub world: usize,
+    pub threads: i32,
+    pub global_batch: i64,
+    pub median_step_s: f64,
+    pub images_per_s: f64,
+    /// Share of the timed steps spent inside the gradient all-reduces.
+    pub allreduce_share: f64,
+    /// Peak resident set of each rank (VmHWM), MiB.
+    pub peak_rss_mib: Vec<f64>,
+    /// Mean milliseconds per step of each phase of the step (rank 0).
+    pub phases_ms: Vec<(String, f64)>,
+    pub g_params: i64,
+    pub d_params: i64,
+}
+
+/// This process's peak resident set in KiB (Linux: VmHWM of /proc/self/status; 0 elsewhere).
+pub fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// `warmup` untimed then `steps` timed training steps of `cfg` (no outputs written), under mpirun
+/// for more ranks; the figures come back on rank 0. With `phases`, the timed steps are also
+/// split by phase (a few clock reads per step).
+pub fn train(cfg: &Config, warmup: i64, steps: i64, phases: bool) -> Result<Option<TrainFigures>> {
+    let rank = launch::join(cfg)?;
+    let comm = rank.comm;
+    let mut t = crate::train::Trainer::new(cfg.clone(), comm, rank.device)?;
+    for _ in 0..warmup {
+        t.train_step()?;
+    }
+    if phases {
+        t.phases = Some(Default::default());
+    }
+    let mut times = Vec::with_capacity(steps as usize);
+    let mut comm_seconds = 0.0;
+    for _ in 0..steps {
+        let t0 = Instant::now();
+        let s = t.train_step()?;
+        times.push(t0.elapsed().as_secs_f64());
+        comm_seconds += s.allreduce_seconds;
+    }
+    let total: f64 = times.iter().sum();
+    let rss = comm.all_gather_bytes(&peak_rss_kib().to_le_bytes())?;
+    let phases_ms = t
+        .phases
+        .take()
+        .map(|c| {
+            c.seconds
+                .into_iter()
+                .filter(|(p, _)| *p != "between steps" || steps > 1)
+                .map(|(p, s)| (p.to_string(), s * 1e3 / steps.max(1) as f64))
+                .collect()
+        })
+        .unwrap_or_default();
+    let median_step_s = crate::train::run::median(&mut times);
+    let figures = TrainFigures {
+        implementation: "sagan",
+        world: comm.size(),
+        threads: tch::get_num_threads(),
+        global_batch: cfg.train.batch_size,
+        median_step_s,
+        images_per_s: cfg.train.batch_size as f64 / median_step_s,
+        allreduce_share: comm_seconds / total.max(1e-12),
+        peak_rss_mib: rss
+            .iter()
+            .map(|b| {
+                let kib = u64::from_le_bytes(b.as_slice().try_into().unwrap_or([0; 8]));
+                kib as f64 / 1024.0
+            })
+            .collect(),
+        phases_ms,
+        g_params: model::parameter_count(&t.g.vs),
+        d_params: model::parameter_count(&t.d.vs),
+    };
+    drop(t);
+    let root = comm.rank() == 0;
+    launch::finalize(comm);
+    Ok(root.then_some(figures))
 }

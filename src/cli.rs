@@ -85,6 +85,27 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         iters: usize,
     },
+    /// Time training steps of a config, writing nothing (run under mpirun for more ranks): prints
+    /// one JSON line with the median step, images/s, the all-reduce share, each rank's peak RSS
+    /// and, with --phases, where the step's time goes. bench/side_by_side.py runs it against a
+    /// PyTorch implementation of the same model.
+    BenchTrain {
+        /// The TOML config to train.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Override a config value (repeatable).
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 2)]
+        warmup: i64,
+        /// Timed steps.
+        #[arg(long, default_value_t = 10)]
+        steps: i64,
+        /// Also time each phase of the step (forwards, backwards, optimiser, EMA...).
+        #[arg(long)]
+        phases: bool,
+    },
     /// Train the small Fashion-MNIST classifier used as the feature network of the default's
     /// FID and IS (reproducible: fixed seed); prints its test accuracy.
     TrainClassifier {

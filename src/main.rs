@@ -141,6 +141,18 @@ fn run_cli(cli: Cli) -> sagan::Result<u8> {
                 );
             }
         }
+        Command::BenchTrain {
+            config,
+            overrides,
+            warmup,
+            steps,
+            phases,
+        } => {
+            let cfg = Config::load(&config, &overrides)?;
+            if let Some(f) = sagan::bench::train(&cfg, warmup, steps.max(1), phases)? {
+                println!("{}", serde_json::to_string(&f).expect("serialisable"));
+            }
+        }
         Command::TrainClassifier { out, data, epochs } => {
             let acc = sagan::metrics::classifier::train(&data, &out, epochs, tch::Device::Cpu)?;
             println!(

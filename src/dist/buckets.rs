@@ -1,6 +1,6 @@
 //! Gradient averaging: gradients are copied into a few large flat buckets, each all-reduced once,
 //! then written back, so a network costs a handful of collectives instead of one per tensor.
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use super::comm::Comm;
 use crate::error::{Error, Result};
@@ -33,6 +33,8 @@ pub struct GradientBuckets {
     params: Vec<(String, Tensor)>,
     ranges: Vec<std::ops::Range<usize>>,
     buffers: Vec<Tensor>,
+    /// The buffers are slices of the gradients' own flat tensor: nothing to copy in or out.
+    in_place: bool,
     /// Seconds spent inside the all-reduce collectives themselves (waiting for the other ranks
     /// included), since the last [`GradientBuckets::take_comm_seconds`].
     comm_seconds: f64,
@@ -71,8 +73,38 @@ impl GradientBuckets {
                 .collect(),
             ranges,
             buffers,
+            in_place: false,
             comm_seconds: 0.0,
         })
+    }
+
+    /// Buckets over gradients that already lie back to back in `flat_grad`, in the order of
+    /// `params` (as [`crate::train::adam::Adam`] keeps them): each bucket is a slice of it, so
+    /// averaging copies nothing.
+    pub fn over_flat(
+        net: &str,
+        params: &[(String, Tensor)],
+        flat_grad: &Tensor,
+        bucket_bytes: usize,
+    ) -> Result<Self> {
+        let mut b = Self::new(net, params, bucket_bytes)?;
+        let mut offset = 0;
+        for (range, buffer) in b.ranges.iter().zip(&mut b.buffers) {
+            let n = buffer.numel() as i64;
+            for (name, p) in &params[range.clone()] {
+                let expected = flat_grad.narrow(0, offset, p.numel() as i64);
+                offset += p.numel() as i64;
+                if p.grad().data_ptr() != expected.data_ptr() {
+                    return Err(Error::Train(format!(
+                        "{net} parameter {name}: its gradient is not where the flat gradient \
+                         tensor says"
+                    )));
+                }
+            }
+            *buffer = flat_grad.narrow(0, offset - n, n);
+        }
+        b.in_place = true;
+        Ok(b)
     }
 
     /// Averages the gradients over all ranks in place and returns the global gradient norm.
@@ -82,22 +114,35 @@ impl GradientBuckets {
         let mut sq_norm = 0.0;
         let _guard = tch::no_grad_guard();
         for (range, flat) in self.ranges.iter().zip(&mut self.buffers) {
-            let grads: Vec<Tensor> = self.params[range.clone()]
-                .iter()
-                .map(|(_, p)| p.grad().view([-1]))
-                .collect();
+            let grads: Vec<Tensor> = if self.in_place {
+                Vec::new()
+            } else {
+                self.params[range.clone()]
+                    .iter()
+                    .map(|(_, p)| p.grad().view([-1]))
+                    .collect()
+            };
             if comm.size() > 1 {
-                let _ = Tensor::f_cat_out(flat, &grads, 0)?;
+                if !self.in_place {
+                    let _ = Tensor::f_cat_out(flat, &grads, 0)?;
+                }
                 let t0 = std::time::Instant::now();
                 comm.all_reduce_sum(flat)?;
                 self.comm_seconds += t0.elapsed().as_secs_f64();
                 let _ = flat.g_div_scalar_(world);
             } else {
-                // A single rank only needs the norm: no copy at all.
-                let sq: f64 = grads
-                    .iter()
-                    .map(|g| g.norm().double_value(&[]).powi(2))
-                    .sum();
+                // A single rank only needs the norm: no copy at all, and one read to the host
+                // for the whole bucket rather than one per tensor.
+                let sq = if self.in_place {
+                    flat.norm().double_value(&[]).powi(2)
+                } else {
+                    let norms: Vec<Tensor> = grads.iter().map(|g| g.norm()).collect();
+                    Tensor::stack(&norms, 0)
+                        .to_kind(Kind::Double)
+                        .square()
+                        .sum(Kind::Double)
+                        .double_value(&[])
+                };
                 check_finite(sq, &self.net, step, &self.params[range.clone()])?;
                 sq_norm += sq;
                 continue;
@@ -106,9 +151,12 @@ impl GradientBuckets {
             let sq = flat.norm().double_value(&[]).powi(2);
             check_finite(sq, &self.net, step, &self.params[range.clone()])?;
             sq_norm += sq;
-            // One op for the whole bucket: per-tensor copies cost more in dispatch than in bytes.
-            let sizes: Vec<i64> = grads.iter().map(|g| g.numel() as i64).collect();
-            flat.f_split_with_sizes_copy_out(&grads, sizes.as_slice(), 0)?;
+            if !self.in_place {
+                // One op for the whole bucket: per-tensor copies cost more in dispatch than in
+                // bytes.
+                let sizes: Vec<i64> = grads.iter().map(|g| g.numel() as i64).collect();
+                flat.f_split_with_sizes_copy_out(&grads, sizes.as_slice(), 0)?;
+            }
         }
         Ok(sq_norm.sqrt())
     }

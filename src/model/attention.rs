@@ -41,7 +41,8 @@ impl SelfAttention {
             AttentionKind::Official => t.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
             AttentionKind::Paper => t,
         };
-        let theta = self.theta.forward(x).view([b, -1, h * w]);
+        // reshape: the convolution's output may be channels-last (see SpectralNorm::refresh).
+        let theta = self.theta.forward(x).reshape([b, -1, h * w]);
         let phi = pool(self.phi.forward(x)).flatten(2, 3);
         let g = pool(self.g.forward(x)).flatten(2, 3);
         let attn = theta.transpose(1, 2).bmm(&phi).softmax(-1, theta.kind());

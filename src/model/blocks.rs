@@ -41,7 +41,9 @@ impl UpBlock {
         let h = upsample(&self.bn0.forward(x, y, mode).relu());
         let h = self.conv1.forward(&h);
         let h = self.conv2.forward(&self.bn1.forward(&h, y, mode).relu());
-        self.shortcut.forward(&upsample(x)) + h
+        // A 1x1 convolution is a per-pixel affine map, so it commutes with nearest upsampling:
+        // convolving before upsampling is the same function at a quarter of the FLOPs.
+        upsample(&self.shortcut.forward(x)) + h
     }
 }
 
@@ -85,7 +87,9 @@ impl DownBlock {
         let h = pool(self.conv2.forward(&self.conv1.forward(&h).relu()));
         let s = match (&self.shortcut, self.optimised) {
             (Some(conv), true) => conv.forward(&pool(x.shallow_clone())),
-            (Some(conv), false) => pool(conv.forward(x)),
+            // Average pooling and a 1x1 convolution are both linear per pixel and commute:
+            // pooling first is the same function at a quarter of the FLOPs.
+            (Some(conv), false) => conv.forward(&pool(x.shallow_clone())),
             (None, _) => x.shallow_clone(),
         };
         s + h

@@ -109,7 +109,15 @@ impl SpectralNorm {
         }
         let compute = || {
             let sigma = self.u.dot(&self.matrix().mv(&self.v));
-            &self.weight / sigma
+            let w = &self.weight / sigma;
+            if w.dim() == 4 {
+                // Convolution weights in channels-last layout (NHWC strides, NCHW shape): oneDNN
+                // then runs the convolutions in NHWC, without reordering every activation to and
+                // from its blocked layout on each call. The same values, another memory order.
+                w.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+            } else {
+                w
+            }
         };
         let w = if mode == SnMode::Detached {
             tch::no_grad(compute)
@@ -268,7 +276,7 @@ mod tests {
         for _ in 0..200 {
             reg.refresh(SnMode::PowerIteration);
         }
-        let w = conv.sn.weight().view([32, -1]);
+        let w = conv.sn.weight().reshape([32, -1]);
         let s = w.svd(true, true).1.double_value(&[0]);
         assert!(
             (s - 1.0).abs() < 1e-3,

@@ -1,9 +1,18 @@
 //! Adam whose state is plain tensors (so checkpoints and cross-rank broadcasts can carry it),
 //! computed with the same operations as libtorch's `torch::optim::Adam` (no weight decay, no AMSGrad).
-use tch::Tensor;
+//!
+//! The parameters, their gradients and both moments each live in one flat tensor per network (every
+//! parameter, gradient and moment a view into its flat tensor), so a step is a handful of ops over
+//! the whole network rather than a handful per tensor: what PyTorch's foreach and fused Adam buy.
+use tch::{Kind, Tensor};
 
 pub struct Adam {
     params: Vec<(String, Tensor)>,
+    flat: Tensor,
+    flat_grad: Tensor,
+    flat_exp_avg: Tensor,
+    flat_exp_avg_sq: Tensor,
+    /// Views into the flat moments, one per parameter (for checkpoints and broadcasts).
     pub exp_avg: Vec<Tensor>,
     pub exp_avg_sq: Vec<Tensor>,
     pub step: i64,
@@ -13,20 +22,68 @@ pub struct Adam {
     eps: f64,
 }
 
+/// Views of `flat` shaped like `shapes`, back to back from its start.
+pub fn views(flat: &Tensor, shapes: &[Vec<i64>]) -> Vec<Tensor> {
+    let mut offset = 0;
+    shapes
+        .iter()
+        .map(|shape| {
+            let n: i64 = shape.iter().product();
+            let v = flat.narrow(0, offset, n).view(shape.as_slice());
+            offset += n;
+            v
+        })
+        .collect()
+}
+
+/// Moves `tensors` (values kept) into one new flat tensor, each becoming a view into it; returns
+/// the flat tensor. Every holder of a tensor sees the move (the tensors' data is replaced in place,
+/// as `param.data = ...` does in PyTorch). The tensors must share a kind and a device.
+pub fn flatten(tensors: &[Tensor]) -> Tensor {
+    let (kind, device) = tensors
+        .first()
+        .map_or((Kind::Float, tch::Device::Cpu), |t| (t.kind(), t.device()));
+    let shapes: Vec<Vec<i64>> = tensors.iter().map(|t| t.size()).collect();
+    let n: i64 = shapes.iter().map(|s| s.iter().product::<i64>()).sum();
+    let flat = Tensor::zeros([n], (kind, device));
+    tch::no_grad(|| {
+        for (t, mut view) in tensors.iter().zip(views(&flat, &shapes)) {
+            assert!(
+                t.kind() == kind && t.device() == device,
+                "flattened tensors must share a kind and a device"
+            );
+            view.copy_(t);
+            t.shallow_clone().set_data(&view);
+        }
+    });
+    flat
+}
+
 impl Adam {
     /// Also gives every parameter a (zero) gradient tensor, which `zero_grad` then keeps, so a
-    /// parameter unused by some backward still has a gradient to all-reduce and step on.
+    /// parameter unused by some backward still has a gradient to all-reduce and step on. The
+    /// parameters and gradients become views into flat tensors (see the module documentation).
     pub fn new(params: Vec<(String, Tensor)>, lr: f64, beta1: f64, beta2: f64, eps: f64) -> Self {
         if !params.is_empty() {
             let touch: Tensor = params.iter().map(|(_, p)| p.sum(p.kind()) * 0.0).sum();
             touch.backward();
         }
-        let zeros =
-            |ps: &[(String, Tensor)]| ps.iter().map(|(_, p)| p.zeros_like().detach()).collect();
+        let tensors: Vec<Tensor> = params.iter().map(|(_, p)| p.shallow_clone()).collect();
+        let grads: Vec<Tensor> = params.iter().map(|(_, p)| p.grad()).collect();
+        let flat = flatten(&tensors);
+        let flat_grad = flatten(&grads);
+        let _ = tch::no_grad(|| flat_grad.shallow_clone().zero_());
+        let shapes: Vec<Vec<i64>> = tensors.iter().map(|t| t.size()).collect();
+        let flat_exp_avg = flat.zeros_like().detach();
+        let flat_exp_avg_sq = flat.zeros_like().detach();
         Self {
-            exp_avg: zeros(&params),
-            exp_avg_sq: zeros(&params),
+            exp_avg: views(&flat_exp_avg, &shapes),
+            exp_avg_sq: views(&flat_exp_avg_sq, &shapes),
             params,
+            flat,
+            flat_grad,
+            flat_exp_avg,
+            flat_exp_avg_sq,
             step: 0,
             lr,
             beta1,
@@ -39,14 +96,18 @@ impl Adam {
         &self.params
     }
 
+    /// All parameters, back to back in name order (each parameter is a view into it).
+    pub fn flat_params(&self) -> &Tensor {
+        &self.flat
+    }
+
+    /// All gradients, laid out as [`Adam::flat_params`].
+    pub fn flat_grad(&self) -> &Tensor {
+        &self.flat_grad
+    }
+
     pub fn zero_grad(&self) {
-        for (_, p) in &self.params {
-            let mut g = p.grad();
-            if g.defined() {
-                let _ = g.detach_();
-                let _ = g.zero_();
-            }
-        }
+        let _ = tch::no_grad(|| self.flat_grad.shallow_clone().zero_());
     }
 
     /// One update from the parameters' current gradients.
@@ -56,17 +117,18 @@ impl Adam {
         let bias2 = 1.0 - self.beta2.powi(self.step as i32);
         let step_size = self.lr / bias1;
         tch::no_grad(|| {
-            for (i, (_, p)) in self.params.iter().enumerate() {
-                let g = p.grad();
-                let m = &mut self.exp_avg[i];
-                let _ = m.g_mul_scalar_(self.beta1);
-                let _ = m.g_add_(&(&g * (1.0 - self.beta1)));
-                let v = &mut self.exp_avg_sq[i];
-                let _ = v.g_mul_scalar_(self.beta2);
-                let _ = v.addcmul_(&g, &(&g * (1.0 - self.beta2)));
-                let denom = v.sqrt() / bias2.sqrt() + self.eps;
-                let _ = p.shallow_clone().addcdiv_(&(&*m * -step_size), &denom);
-            }
+            let g = &self.flat_grad;
+            let m = &mut self.flat_exp_avg;
+            let _ = m.g_mul_scalar_(self.beta1);
+            let _ = m.g_add_(&(g * (1.0 - self.beta1)));
+            let v = &mut self.flat_exp_avg_sq;
+            let _ = v.g_mul_scalar_(self.beta2);
+            let _ = v.addcmul_(g, &(g * (1.0 - self.beta2)));
+            let denom = v.sqrt() / bias2.sqrt() + self.eps;
+            let _ = self
+                .flat
+                .shallow_clone()
+                .addcdiv_(&(&self.flat_exp_avg * -step_size), &denom);
         });
     }
 

@@ -15,6 +15,9 @@ pub struct Ema {
     sn_vectors: Vec<(Tensor, Tensor)>,
     pub decay: f64,
     pub start: i64,
+    /// G's and G_ema's parameters as flat tensors of the same layout, when they are views into
+    /// such (see [`Ema::use_flat`]): one op averages the whole network.
+    flat: Option<(Tensor, Tensor)>,
 }
 
 fn is_sn_vector(name: &str) -> bool {
@@ -49,9 +52,28 @@ impl Ema {
             sn_vectors: strip(sn),
             decay,
             start,
+            flat: None,
         };
         ema.copy_all();
         ema
+    }
+
+    /// Averages through `source` and `target`, flat tensors whose slices are the parameters'
+    /// data, back to back in name order (as [`crate::train::adam::flatten`] leaves them).
+    pub fn use_flat(&mut self, source: &Tensor, target: &Tensor) {
+        let mut offset = 0;
+        for (src, dst) in &self.params {
+            let n = src.numel() as i64;
+            assert!(
+                src.data_ptr() == source.narrow(0, offset, n).data_ptr()
+                    && dst.data_ptr() == target.narrow(0, offset, n).data_ptr(),
+                "EMA: parameters are not laid out as the flat tensors say"
+            );
+            offset += n;
+        }
+        assert_eq!(offset, source.numel() as i64, "EMA: flat tensor size");
+        assert_eq!(offset, target.numel() as i64, "EMA: flat tensor size");
+        self.flat = Some((source.shallow_clone(), target.shallow_clone()));
     }
 
     fn averaging(&self, step: i64) -> bool {
@@ -65,8 +87,15 @@ impl Ema {
             return;
         }
         tch::no_grad(|| {
-            for (src, dst) in &self.params {
-                let _ = dst.shallow_clone().lerp_(src, 1.0 - self.decay);
+            match &self.flat {
+                Some((src, dst)) => {
+                    let _ = dst.shallow_clone().lerp_(src, 1.0 - self.decay);
+                }
+                None => {
+                    for (src, dst) in &self.params {
+                        let _ = dst.shallow_clone().lerp_(src, 1.0 - self.decay);
+                    }
+                }
             }
             for (src, dst) in &self.bn_buffers {
                 dst.shallow_clone().copy_(src);
@@ -77,8 +106,14 @@ impl Ema {
 
     fn copy_all(&self) {
         tch::no_grad(|| {
-            for (src, dst) in self
-                .params
+            let params: &[(Tensor, Tensor)] = match &self.flat {
+                Some((src, dst)) => {
+                    dst.shallow_clone().copy_(src);
+                    &[]
+                }
+                None => &self.params,
+            };
+            for (src, dst) in params
                 .iter()
                 .chain(&self.bn_buffers)
                 .chain(&self.sn_vectors)

@@ -6,7 +6,7 @@
 //! resumed run repeats the uninterrupted one exactly, and another world size sees the same samples.
 use tch::{Device, Kind, Tensor};
 
-use super::adam::Adam;
+use super::adam::{flatten, Adam};
 use super::ema::Ema;
 use super::loss;
 use crate::config::Config;
@@ -51,6 +51,38 @@ pub struct Trainer {
     pub step: i64,
     /// Buffers re-broadcast because ranks disagreed.
     pub resyncs: usize,
+    /// Wall time per phase of the step, when a benchmark asks for it (`sagan bench-train`).
+    pub phases: Option<PhaseClock>,
+}
+
+/// Seconds spent in each phase of the training step, summed over the steps since it was started.
+/// On CPUs every op has finished when it returns, so wall time between marks is the phase's cost.
+pub struct PhaseClock {
+    last: std::time::Instant,
+    /// (phase, seconds), in the order phases first ran.
+    pub seconds: Vec<(&'static str, f64)>,
+}
+
+impl Default for PhaseClock {
+    fn default() -> Self {
+        Self {
+            last: std::time::Instant::now(),
+            seconds: Vec::new(),
+        }
+    }
+}
+
+impl PhaseClock {
+    /// Charges the time since the previous mark to `phase`.
+    pub fn mark(&mut self, phase: &'static str) {
+        let now = std::time::Instant::now();
+        let dt = (now - self.last).as_secs_f64();
+        self.last = now;
+        match self.seconds.iter_mut().find(|(p, _)| *p == phase) {
+            Some((_, s)) => *s += dt,
+            None => self.seconds.push((phase, dt)),
+        }
+    }
 }
 
 /// A 64-bit mix of the seed, the step and the phase within it (SplitMix64's finaliser), so nearby
@@ -100,15 +132,23 @@ impl Trainer {
         let d = Discriminator::new(&cfg.model, device)?;
         let g_ema = Generator::new(&cfg.model, device)?;
         let t = &cfg.train;
-        let ema = Ema::new(&g, &g_ema, t.ema_decay, t.ema_start);
+        let mut ema = Ema::new(&g, &g_ema, t.ema_decay, t.ema_start);
         for vs in [&g.vs, &d.vs, &g_ema.vs] {
             sync::broadcast_from_root(comm, &model::named_variables(vs))?;
         }
         let adam = |vs, lr| Adam::new(model::parameters(vs), lr, t.beta1, t.beta2, t.adam_eps);
         let (opt_g, opt_d) = (adam(&g.vs, t.lr_g), adam(&d.vs, t.lr_d));
         let bucket_bytes = (cfg.dist.bucket_mb * 1024.0 * 1024.0) as usize;
-        let g_buckets = GradientBuckets::new("G", opt_g.params(), bucket_bytes)?;
-        let d_buckets = GradientBuckets::new("D", opt_d.params(), bucket_bytes)?;
+        let g_buckets =
+            GradientBuckets::over_flat("G", opt_g.params(), opt_g.flat_grad(), bucket_bytes)?;
+        let d_buckets =
+            GradientBuckets::over_flat("D", opt_d.params(), opt_d.flat_grad(), bucket_bytes)?;
+        // G_ema's parameters laid out as G's (both in name order), so one op averages them.
+        let g_ema_params: Vec<Tensor> = model::parameters(&g_ema.vs)
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
+        ema.use_flat(opt_g.flat_params(), &flatten(&g_ema_params));
         // Every net has a normalised weight from the start, so sampling before any step works.
         for sn in [&g.sn, &d.sn, &g_ema.sn] {
             sn.refresh(SnMode::Detached);
@@ -130,6 +170,7 @@ impl Trainer {
             d_buckets,
             step: 0,
             resyncs: 0,
+            phases: None,
         })
     }
 
@@ -199,42 +240,87 @@ impl Trainer {
         }
     }
 
+    /// Charges the time since the last mark to `phase` when phases are being timed.
+    fn mark(&mut self, phase: &'static str) {
+        if let Some(clock) = self.phases.as_mut() {
+            clock.mark(phase);
+        }
+    }
+
+    /// Turns gradient tracking of D's trainable parameters off (`frozen`) or back on.
+    fn freeze_d(&self, frozen: bool) {
+        for (_, p) in self.opt_d.params() {
+            let _ = p.set_requires_grad(!frozen);
+        }
+    }
+
     pub fn train_step(&mut self) -> Result<StepStats> {
         let mut s = StepStats::default();
+        self.mark("between steps");
         self.g.sn.refresh(SnMode::PowerIteration);
+        self.mark("SN refresh");
         for i in 0..self.cfg.train.d_steps {
             self.at("D step");
             // The official code updates D's u on the real pass; one refresh serves both passes.
             self.d.sn.refresh(SnMode::PowerIteration);
+            self.mark("SN refresh");
             let real = self.loader().next_batch()?;
             let (z, y_fake) = self.noise(i);
+            self.mark("data and noise");
             let fake = tch::no_grad(|| self.g.forward(&z, &y_fake, BnMode::Train));
-            let d_real = self.d.forward(&real.images, &real.labels);
-            let d_fake = self.d.forward(&fake, &y_fake);
+            self.mark("D step: G forward (no grad)");
+            // D has no batch-coupled layer (no batch norm): one forward of real and fake images
+            // together computes the same function of each image as two forwards, with GEMMs
+            // twice as tall and half the op dispatches.
+            let n_real = real.images.size()[0];
+            let logits = self.d.forward(
+                &Tensor::cat(&[&real.images, &fake], 0),
+                &Tensor::cat(&[&real.labels, &y_fake], 0),
+            );
+            let d_real = logits.narrow(0, 0, n_real);
+            let d_fake = logits.narrow(0, n_real, logits.size()[0] - n_real);
             let (l_real, l_fake) = loss::d_hinge(&d_real, &d_fake);
+            self.mark("D step: D forward");
             self.opt_d.zero_grad();
             (&l_real + &l_fake).backward();
+            self.mark("D step: backward");
             s.d_grad_norm = self.d_buckets.all_reduce(self.comm, self.step + 1)?;
+            self.mark("gradient average and norm");
             self.opt_d.step();
+            self.mark("Adam");
             s.d_loss_real = l_real.double_value(&[]);
             s.d_loss_fake = l_fake.double_value(&[]);
             s.d_real = d_real.mean(None).double_value(&[]);
             s.d_fake = d_fake.mean(None).double_value(&[]);
+            self.mark("statistics to host");
         }
         self.at("G step");
         // D's weights changed: normalise them again, without a power iteration or gradient.
         self.d.sn.refresh(SnMode::Detached);
+        self.mark("SN refresh");
         let (z, y) = self.noise(self.cfg.train.d_steps);
+        self.mark("data and noise");
+        // Gradients for G's parameters only: D's normalised weights are already detached, and
+        // its biases and attention gammas are frozen for this backward (D's gradients are zeroed
+        // before its next step anyway, so nothing else changes).
+        self.freeze_d(true);
         let g_loss = loss::g_hinge(&self.d.forward(&self.g.forward(&z, &y, BnMode::Train), &y));
+        self.mark("G step: G and D forward");
         self.opt_g.zero_grad();
         g_loss.backward();
+        self.freeze_d(false);
+        self.mark("G step: backward");
         s.g_grad_norm = self.g_buckets.all_reduce(self.comm, self.step + 1)?;
+        self.mark("gradient average and norm");
         self.opt_g.step();
+        self.mark("Adam");
         s.g_loss = g_loss.double_value(&[]);
+        self.mark("statistics to host");
         s.allreduce_seconds =
             self.d_buckets.take_comm_seconds() + self.g_buckets.take_comm_seconds();
         self.step += 1;
         self.ema.update(self.step, &self.g_ema);
+        self.mark("EMA");
         check_finite_losses(self.step, &s)?;
         Ok(s)
     }

@@ -1,0 +1,172 @@
+"""sagan against a PyTorch eager implementation of the same model (bench/torch_sagan.py), side by side.
+
+    .venv/bin/python bench/side_by_side.py [--configs fmnist32,cifar10_32] [--modes 1x1,1x2,2x1]
+        [--rounds 2] [--sagan target/release/sagan] [--bin NAME=OTHER_BINARY ...] [--flops] [--phases]
+
+For each config and mode (processes x intra-op threads; 2x1 is sagan under mpirun against DDP over
+gloo under the same mpirun) the implementations run one after the other, alternating, `--rounds`
+times (this machine's speed drifts by 20 % from minute to minute: only interleaved runs compare).
+Each run times steps after a warm-up and reports its median step; the table gives images/s per
+round, the median over rounds, the ratio sagan / PyTorch (median of the per-round ratios), the
+peak RSS per rank and, with --flops, achieved GFLOP/s and the fraction of the CPU's SGEMM rate.
+--bin NAME=PATH adds more sagan binaries to the rotation (A/B of changes).
+
+Both sides train the same resolved config (`sagan show-config`). CIFAR-10 is not on this machine:
+the cifar10_32 config trains on synthetic CIFAR-10 binaries (random pixels and labels, 1280
+images, written to a temporary folder); the PyTorch side uses synthetic images of the same shape.
+"""
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = os.environ.get("SAGAN_PYTHON", str(ROOT / ".venv/bin/python"))
+# (warm-up steps, timed steps) per config: a CIFAR-10 step takes seconds on 2 cores.
+STEPS = {"fmnist32": (3, 20), "cifar10_32": (1, 3)}
+MPIRUN = ["mpirun", "--allow-run-as-root", "--bind-to", "core", "-np"]
+
+
+def synthetic_cifar(folder):
+    rnd = random.Random(0)
+    for i in range(1, 6):
+        rec = bytearray()
+        for _ in range(256):
+            rec.append(rnd.randrange(10))
+            rec += rnd.randbytes(3072)
+        (folder / f"data_batch_{i}.bin").write_bytes(bytes(rec))
+
+
+def run_json(cmd, env=None):
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        sys.exit(f"failed ({out.returncode}): {' '.join(cmd)}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
+    return json.loads(lines[-1])
+
+
+def sgemm_gflops(threads):
+    code = (
+        "import torch, time; torch.set_num_threads(%d); n = 2048; a = torch.randn(n, n); b = torch.randn(n, n)\n"
+        "for _ in range(3): a @ b\n"
+        "ts = []\n"
+        "for _ in range(10):\n"
+        "    t0 = time.perf_counter(); a @ b; ts.append(time.perf_counter() - t0)\n"
+        "ts.sort(); print(2 * n**3 / ts[len(ts) // 2] / 1e9)" % threads
+    )
+    return float(subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--configs", default="fmnist32,cifar10_32")
+    ap.add_argument("--modes", default="1x1,1x2,2x1",
+                    help="processes x threads, optionally bN for train.batch_size = N (1x1b32)")
+    ap.add_argument("--rounds", type=int, default=2)
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    ap.add_argument("--sagan", default=str(target / "release/sagan"))
+    ap.add_argument("--bin", action="append", default=[], metavar="NAME=PATH",
+                    help="more sagan binaries in the same rotation (A/B of changes), repeatable")
+    ap.add_argument("--no-torch", action="store_true", help="only the sagan binaries")
+    ap.add_argument("--steps", type=int, help="timed steps (default per config)")
+    ap.add_argument("--warmup", type=int, help="untimed steps (default per config)")
+    ap.add_argument("--flops", action="store_true", help="count FLOPs and measure SGEMM GFLOP/s")
+    ap.add_argument("--phases", action="store_true", help="print sagan's time per phase of the step")
+    ap.add_argument("--set", action="append", default=[], help="extra sagan config override")
+    ap.add_argument("--torch-args", default="", help="extra bench/torch_sagan.py options, e.g. --channels-last")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="sagan-bench-"))
+    cifar = tmp / "cifar"
+    cifar.mkdir()
+    synthetic_cifar(cifar)
+    impls = [("sagan", args.sagan)] + [tuple(b.split("=", 1)) for b in args.bin]
+    if not args.no_torch:
+        impls.append(("pytorch", None))
+    sgemm = {}
+    rows = []
+    for cname in args.configs.split(","):
+        warmup, steps = STEPS.get(cname, (2, 10))
+        warmup = args.warmup if args.warmup is not None else warmup
+        steps = args.steps or steps
+        sets = ["eval.enabled=false", f"output.dir={tmp}/out"] + args.set
+        if cname.startswith("cifar"):
+            sets.append(f"data.path={cifar}")
+        config = ROOT / "configs" / f"{cname}.toml"
+        flops = {}  # per batch-size override
+        for mode in args.modes.split(","):
+            # "2x1": 2 processes x 1 thread; "1x1b32": with train.batch_size = 32 (scaling checks).
+            shape, _, mbatch = mode.partition("b")
+            procs, threads = (int(v) for v in shape.split("x"))
+            msets = sets + [f"train.threads={threads}"] + ([f"train.batch_size={mbatch}"] if mbatch else [])
+            setargs = [a for s in msets for a in ("--set", s)]
+            resolved = tmp / f"{cname}-{mode}.toml"
+            shown = subprocess.run([args.sagan, "show-config", "--config", str(config), *setargs],
+                                   capture_output=True, text=True, check=True).stdout
+            resolved.write_text(shown)
+            if args.flops and mbatch not in flops:
+                flops[mbatch] = run_json([PYTHON, str(ROOT / "bench/torch_sagan.py"), str(resolved), "--flops",
+                                          "--steps", "1", "--warmup", "0"])["flops_per_iter"]
+            if args.flops and procs * threads not in sgemm:
+                sgemm[procs * threads] = sgemm_gflops(procs * threads)
+            prefix = MPIRUN + [str(procs)] if procs > 1 else []
+            results = {name: [] for name, _ in impls}
+            for r in range(args.rounds):
+                order = impls if r % 2 == 0 else impls[::-1]
+                for name, binary in order:
+                    if binary:
+                        cmd = prefix + [binary, "bench-train", "--config", str(config), *setargs,
+                                        "--warmup", str(warmup), "--steps", str(steps)]
+                        if args.phases:
+                            cmd.append("--phases")
+                        env = None
+                    else:
+                        cmd = prefix + [PYTHON, str(ROOT / "bench/torch_sagan.py"), str(resolved),
+                                        "--warmup", str(warmup), "--steps", str(steps), "--threads", str(threads),
+                                        *args.torch_args.split(), *(["--phases"] if args.phases else [])]
+                        env = dict(os.environ, MASTER_PORT=str(random.randrange(20000, 60000)))
+                    res = run_json(cmd, env)
+                    results[name].append(res)
+                    print(f"  {cname} {mode} round {r + 1} {name}: {res['images_per_s']:.2f} images/s "
+                          f"(median step {res['median_step_s'] * 1e3:.0f} ms)", flush=True)
+                    if args.phases and res.get("phases_ms"):
+                        print("    " + ", ".join(f"{p} {ms:.1f}" for p, ms in res["phases_ms"]))
+            rows.append((cname, mode, results, flops.get(mbatch)))
+    print()
+    names = [n for n, _ in impls]
+    for cname, mode, results, flops in rows:
+        print(f"{cname} {mode}: images/s, median over rounds (each round)")
+        base = results[names[0]]
+        for n in names:
+            v = [x["images_per_s"] for x in results[n]]
+            line = f"  {n:>12}: {statistics.median(v):8.2f} ({', '.join(f'{x:.2f}' for x in v)})"
+            if "pytorch" in results and n != "pytorch":
+                rs = [a["images_per_s"] / b["images_per_s"] for a, b in zip(results[n], results["pytorch"])]
+                line += f"  vs pytorch {statistics.median(rs):.2f}x ({', '.join(f'{x:.2f}' for x in rs)})"
+            if n != names[0] and n != "pytorch":
+                rs = [a["images_per_s"] / b["images_per_s"] for a, b in zip(results[n], base)]
+                line += f"  vs {names[0]} {statistics.median(rs):.2f}x"
+            rss = max(max(x["peak_rss_mib"]) for x in results[n])
+            line += f"  peak RSS {rss:.0f} MiB/rank"
+            share = [x.get("allreduce_share") for x in results[n] if x.get("allreduce_share") is not None]
+            if share and mode.startswith("2"):
+                line += f", all-reduce {statistics.median(share) * 100:.1f}% of step"
+            print(line)
+        if flops:
+            procs, threads = (int(v) for v in mode.partition("b")[0].split("x"))
+            peak = sgemm[procs * threads]
+            for n in names:
+                gf = flops / statistics.median([x["median_step_s"] for x in results[n]]) / 1e9
+                print(f"{'':17}{n}: {flops / 1e9:.1f} GFLOP/iteration, {gf:.1f} GFLOP/s achieved, "
+                      f"{gf / peak * 100:.0f}% of SGEMM ({peak:.1f} GFLOP/s on {procs * threads} threads)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
