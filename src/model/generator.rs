@@ -78,7 +78,9 @@ impl Generator {
             }
         }
         let h = self.bn.forward(&h, mode).relu();
-        (self.out.forward(&h).tanh(), maps)
+        // Contiguous (NCHW): the output convolution runs channels-last (see SpectralNorm), and
+        // everything downstream (grids, PNGs, evaluation, the Python example) views images as NCHW.
+        (self.out.forward(&h).tanh().contiguous(), maps)
     }
 
     /// The names of the attention blocks (`attention.1`: after block 1), in order, as their
