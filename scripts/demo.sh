@@ -14,4 +14,9 @@ cargo build --release --bin sagan
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 start=(--overwrite)
 for a in "$@"; do [ "$a" = --resume ] && start=(); done
-mpirun --oversubscribe -np 2 ./target/release/sagan train --config configs/fmnist32.toml "${start[@]}" "$@"
+# mpirun gives every rank a pseudo-terminal, so only this script knows whether a person watches:
+# then rank 0 redraws a progress line; in a log (CI) only the plain lines every log_every steps.
+progress=plain
+[ -t 1 ] && progress=line
+mpirun --oversubscribe -np 2 ./target/release/sagan train --config configs/fmnist32.toml \
+  --set output.progress="$progress" "${start[@]}" "$@"

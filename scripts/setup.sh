@@ -42,5 +42,6 @@ if ! "$venv/bin/python" -c "import torch, safetensors, tensorboard, PIL, pytorch
 fi
 # A fixed path for .cargo/config.toml, whatever the Python minor version.
 torch_dir="$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
-ln -sfn "$torch_dir" "$venv/libtorch"
+# Resolved, so a venv reached through a symlink (a worktree sharing it) still links to where it is.
+ln -sfn "$(cd "$torch_dir" && pwd -P)" "$venv/libtorch"
 echo "setup: ok ($("$venv/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

@@ -224,6 +224,21 @@ pub struct OutputConfig {
     pub sample_classes: i64,
     /// Samples per class (one grid row each).
     pub samples_per_class: i64,
+    /// The console's live progress line.
+    pub progress: ProgressKind,
+}
+
+/// Whether rank 0 redraws a progress line (step, images/s, ETA, losses) after every step.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProgressKind {
+    /// A line when stdout is a terminal and no launcher stands between: under mpirun every rank's
+    /// stdout is a pseudo-terminal whatever mpirun's own is, so there it takes `line`.
+    Auto,
+    /// Always (scripts that know their terminal pass it: scripts/demo.sh).
+    Line,
+    /// Never: only the plain log lines every train.log_every steps (CI, Slurm logs).
+    Plain,
 }
 
 impl Default for ModelConfig {
@@ -302,6 +317,7 @@ impl Default for OutputConfig {
             dir: PathBuf::from("runs/sagan"),
             sample_classes: 10,
             samples_per_class: 10,
+            progress: ProgressKind::Auto,
         }
     }
 }

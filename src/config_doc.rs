@@ -72,6 +72,7 @@ pub const KEY_DOCS: &[KeyDoc] = &[
     doc("output.dir", "a directory", "The run directory: samples, weights, logs, checkpoints. Training into one that holds a run needs --resume or --overwrite."),
     doc("output.sample_classes", "integer >= 0", "Classes (grid rows) in sample grids and attention figures, spread evenly over all classes; 0 = all of them."),
     doc("output.samples_per_class", "integer > 0", "Samples per class (grid columns)."),
+    doc("output.progress", "\"auto\", \"line\", \"plain\"", "A live progress line (step, images/s, ETA, losses) redrawn on the console after every step: \"auto\" draws it when stdout is a terminal and sagan was not started by mpirun (whose ranks always see a terminal); \"line\" always; \"plain\" never (log lines only)."),
     // [eval]
     doc("eval.enabled", "true, false", "Compute FID and IS (before the first step, every eval.every steps, at the end)."),
     doc("eval.every", "integer >= 0", "Also evaluate every this many steps during training; 0 = only at the start and the end."),

@@ -227,8 +227,12 @@ fn run_cli(cli: Cli) -> sagan::Result<u8> {
             // Checks the weights against the model first, then (eval::check_fits) the feature net.
             if let Some(s) = eval::evaluate_checkpoint(&cfg, rank.comm, rank.device, &checkpoint)? {
                 let l = eval::label(cfg.eval.feature_net);
+                let class_part = s
+                    .class_accuracy
+                    .map(|a| format!("  class accuracy {:.4}%", 100.0 * a))
+                    .unwrap_or_default();
                 println!(
-                    "{}: FID_{l} {:.9}  IS_{l} {:.9} ± {:.9}  ({} samples, {:.1} s)",
+                    "{}: FID_{l} {:.9}  IS_{l} {:.9} ± {:.9}{class_part}  ({} samples, {:.1} s)",
                     checkpoint.display(),
                     s.fid,
                     s.is_mean,

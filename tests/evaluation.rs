@@ -4,8 +4,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use sagan::config::EvalConfig;
+use sagan::data::dataset::{fashion_mnist, to_signed_unit};
+use sagan::dist::LocalComm;
+use sagan::metrics::classifier::Classifier;
+use sagan::metrics::eval::{evaluate, FeatureNet};
+use sagan::metrics::real_data;
+use sagan::metrics::{FeatureStats, FidStats};
+use tch::{Device, Kind, Tensor};
+
 mod common;
 use common::{bin, default_config, mpirun, ok, sets};
+
+const FMNIST: &str = "/usr/share/datasets/fashion-mnist";
 
 /// The trained classifier, built once per test binary by the real command.
 fn trained_classifier() -> &'static PathBuf {
@@ -26,10 +37,121 @@ fn trained_classifier() -> &'static PathBuf {
 fn the_default_classifier_reaches_90_percent() {
     let path = trained_classifier();
     let c = sagan::metrics::classifier::Classifier::load(path, tch::Device::Cpu).unwrap();
-    let acc = c
-        .accuracy(Path::new("/usr/share/datasets/fashion-mnist"))
-        .unwrap();
+    let acc = c.accuracy(Path::new(FMNIST)).unwrap();
     assert!(acc >= 0.90, "test accuracy {acc}");
+}
+
+/// The first `per_class` test images of each class, uint8 `[10, per_class, 1, 32, 32]`.
+fn test_images_by_class(per_class: usize) -> Tensor {
+    let test = fashion_mnist(Path::new(FMNIST), "test", 32).unwrap();
+    let by_class: Vec<Tensor> = (0..10)
+        .map(|c| {
+            let idx: Vec<i64> = (0..test.len() as i64)
+                .filter(|&i| test.labels()[i as usize] == c)
+                .take(per_class)
+                .collect();
+            Tensor::stack(
+                &idx.iter()
+                    .map(|&i| test.images(i as usize, 1).unwrap().squeeze_dim(0))
+                    .collect::<Vec<_>>(),
+                0,
+            )
+        })
+        .collect();
+    Tensor::stack(&by_class, 0)
+}
+
+/// Class accuracy checks each sample against the class it was generated for: a "generator" that
+/// returns real test images of the class asked for scores about the classifier's test accuracy,
+/// one that answers with the next class scores about nothing. Both through chunks of `eval.batch`
+/// that do not line up with the classes.
+#[test]
+fn class_accuracy_compares_each_sample_with_the_class_it_was_generated_for() {
+    let net = FeatureNet::FmnistClassifier(Box::new(
+        Classifier::load(trained_classifier(), Device::Cpu).unwrap(),
+    ));
+    let real = test_images_by_class(100);
+    let answer = |shift: i64| {
+        let real = real.shallow_clone();
+        move |z: &Tensor, y: &Tensor| {
+            // A different real image per sample (the noise picks which), of class y + shift.
+            let which = (z.select(1, 0).abs() * 1000.0)
+                .to_kind(Kind::Int64)
+                .remainder(100);
+            let class = (y + shift).remainder(10);
+            let flat = real.view([1000, 1, 32, 32]);
+            to_signed_unit(&flat.index_select(0, &(class * 100 + which)))
+        }
+    };
+    let cfg = EvalConfig {
+        num_samples: 1500,
+        batch: 64,
+        ..EvalConfig::default()
+    };
+    let reference = FidStats {
+        mu: Tensor::zeros([128], (Kind::Double, Device::Cpu)),
+        sigma: Tensor::eye(128, (Kind::Double, Device::Cpu)),
+    };
+    let score = |shift: i64| {
+        evaluate(
+            &LocalComm,
+            &net,
+            &reference,
+            &answer(shift),
+            10,
+            8,
+            &cfg,
+            3,
+            Device::Cpu,
+        )
+        .unwrap()
+        .unwrap()
+        .class_accuracy
+        .expect("the classifier's classes are the dataset's")
+    };
+    let (right, wrong) = (score(0), score(1));
+    assert!(right >= 0.85, "real images of the asked class: {right}");
+    assert!(wrong <= 0.1, "real images of the next class: {wrong}");
+}
+
+/// The real-data references: the test set's class accuracy is the classifier's test accuracy,
+/// its FID against the training statistics is small and its IS near the number of classes.
+#[test]
+fn the_real_data_references_score_the_test_set() {
+    let net = FeatureNet::FmnistClassifier(Box::new(
+        Classifier::load(trained_classifier(), Device::Cpu).unwrap(),
+    ));
+    let classifier = Classifier::load(trained_classifier(), Device::Cpu).unwrap();
+    let train = fashion_mnist(Path::new(FMNIST), "train", 32).unwrap();
+    let mut stats = FeatureStats::new(128, Device::Cpu);
+    for start in (0..train.len()).step_by(1000) {
+        stats
+            .add(&net.fid_features(&train.images(start, 1000.min(train.len() - start)).unwrap()))
+            .unwrap();
+    }
+    let r = real_data::fashion_mnist_test(
+        &net,
+        &stats.finish().unwrap(),
+        Path::new(FMNIST),
+        32,
+        Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(r.images, 10_000);
+    let acc = classifier.accuracy(Path::new(FMNIST)).unwrap();
+    assert!(
+        (r.class_accuracy - acc).abs() < 1e-12,
+        "{r:?} vs accuracy {acc}"
+    );
+    assert!(
+        r.fid_test_vs_train > 0.0 && r.fid_test_vs_train < 5.0,
+        "{r:?}"
+    );
+    assert!(r.is_mean > 6.0 && r.is_mean <= 10.0, "{r:?}");
+    assert!(real_data::test_split_present(Path::new(FMNIST)));
+    assert!(!real_data::test_split_present(Path::new(env!(
+        "CARGO_MANIFEST_DIR"
+    ))));
 }
 
 /// (FID, IS) from `sagan eval`'s line, whose metrics are named for the classifier.
@@ -117,6 +239,11 @@ fn fid_and_is_on_two_ranks_equal_the_single_rank_numbers() {
         .unwrap());
     let (fid1, is1) = parse_eval(&one);
     let (fid2, is2) = parse_eval(&two);
+    let accuracy = |text: &str| {
+        let at = text.find("class accuracy ").expect("a class accuracy") + 15;
+        text[at..].split('%').next().unwrap().to_string()
+    };
+    assert_eq!(accuracy(&one), accuracy(&two), "{one}\n{two}");
     assert!(fid1 > 0.0 && is1 >= 1.0);
     assert!(
         (fid1 - fid2).abs() <= 1e-9 * fid1.max(1.0) + 2e-9,

@@ -158,4 +158,77 @@ fn the_summary_scores_g_and_g_ema_by_name() {
     assert!(last.contains("IS_fmnist_classifier: "), "{last}");
     assert_eq!(scalar_steps(&run, "eval/FID_fmnist_classifier"), vec![0, 2]);
     assert_eq!(scalar_steps(&run, "eval/FID_fmnist_classifier_G"), vec![2]);
+    // Class accuracy beside FID and IS: summary.json, the final line, TensorBoard.
+    for (when, net) in [
+        ("scores_start", "G_ema"),
+        ("scores_end", "G_ema"),
+        ("scores_end", "G"),
+    ] {
+        let a = summary[when][net]["class_accuracy"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {when}.{net}.class_accuracy in {summary}"));
+        assert!((0.0..=1.0).contains(&a), "{summary}");
+    }
+    let acc = 100.0
+        * summary["scores_end"]["G_ema"]["class_accuracy"]
+            .as_f64()
+            .unwrap();
+    assert!(
+        last.contains("class accuracy: ") && last.contains(&format!("G_ema {acc:.1}%")),
+        "{last}"
+    );
+    assert_eq!(
+        scalar_steps(&run, "eval/class_accuracy_fmnist_classifier"),
+        vec![0, 2]
+    );
+    assert_eq!(
+        scalar_steps(&run, "eval/class_accuracy_fmnist_classifier_G"),
+        vec![2]
+    );
+    // No test split beside this training set: no real-data references, and no failure.
+    assert!(summary["real_data"].is_null(), "{summary}");
+    // The last lines say what to open.
+    let samples = run.join("samples.png");
+    let attention = run.join("attention_G.attention.1.png");
+    for want in [
+        samples.display().to_string(),
+        attention.display().to_string(),
+        format!("tensorboard --logdir {}", d.display()),
+    ] {
+        assert!(text.contains(&want), "no {want:?} in\n{text}");
+    }
+    assert!(samples.is_file() && attention.is_file());
+}
+
+/// The live progress line: drawn in place (carriage returns) only where asked for or where the
+/// terminal is the user's; never under mpirun on `auto`, whose ranks always see a terminal; the
+/// plain log lines in every mode.
+#[test]
+fn the_progress_line_is_drawn_only_where_someone_watches() {
+    let dir = tempfile::tempdir().unwrap();
+    let stdout = |ranks: usize, mode: &str| {
+        let run = dir.path().join(format!("{mode}{ranks}"));
+        let mut args = small(&run, 4);
+        args.extend(sets(&[
+            "train.log_every=2".into(),
+            format!("output.progress={mode}"),
+        ]));
+        let out = train(ranks, &args).output().unwrap();
+        ok(&out);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let line = stdout(0, "line");
+    assert!(
+        line.contains("\rstep 1/4 (25%)") && line.contains("ETA "),
+        "{line:?}"
+    );
+    assert!(
+        line.contains("\r\x1b[K"),
+        "the line is wiped before other output: {line:?}"
+    );
+    for (ranks, mode) in [(0, "plain"), (0, "auto"), (2, "auto")] {
+        let text = stdout(ranks, mode);
+        assert!(!text.contains('\r'), "{mode} on {ranks} rank(s): {text:?}");
+        assert!(text.contains("step      2  D real"), "{mode}: {text}");
+    }
 }

@@ -13,7 +13,7 @@ pub struct Progress {
     enabled: bool,
 }
 
-fn clock(secs: f64) -> String {
+pub fn clock(secs: f64) -> String {
     let s = secs.round() as u64;
     if s >= 3600 {
         format!("{}h{:02}m", s / 3600, s / 60 % 60)

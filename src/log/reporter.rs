@@ -7,6 +7,7 @@ use tch::Tensor;
 use super::tensorboard::{drop_events_after, EventWriter};
 use crate::error::{IoContext, Result};
 use crate::metrics::eval::Scores;
+use crate::metrics::real_data::RealDataScores;
 use crate::train::StepStats;
 
 pub struct Reporter {
@@ -110,8 +111,12 @@ impl Reporter {
     /// (`label`) everywhere: console, metrics.jsonl, TensorBoard (`eval/FID_<label>` for G_ema,
     /// `eval/FID_<label>_G` for the raw G).
     pub fn scores(&mut self, step: i64, label: &str, network: &str, sc: &Scores) -> Result<()> {
+        let class_part = sc
+            .class_accuracy
+            .map(|a| format!("  class accuracy {:.1}%", 100.0 * a))
+            .unwrap_or_default();
         println!(
-            "eval step {step} {network}: FID_{label} {:.3}  IS_{label} {:.3} ± {:.3}  ({} samples, {:.1} s)",
+            "eval step {step} {network}: FID_{label} {:.3}  IS_{label} {:.3} ± {:.3}{class_part}  ({} samples, {:.1} s)",
             sc.fid, sc.is_mean, sc.is_std, sc.samples, sc.seconds
         );
         self.json_line(serde_json::json!({
@@ -123,13 +128,30 @@ impl Reporter {
         } else {
             format!("_{network}")
         };
+        let class_metric = sc
+            .class_accuracy
+            .map(|a| (format!("class_accuracy_{label}"), a));
         for (metric, v) in [
             (format!("FID_{label}"), sc.fid),
             (format!("IS_{label}"), sc.is_mean),
             (format!("IS_{label}_std"), sc.is_std),
-        ] {
+        ]
+        .into_iter()
+        .chain(class_metric)
+        {
             self.tb
                 .add_scalar(&format!("eval/{metric}{suffix}"), v, step)?;
+        }
+        self.tb.flush()
+    }
+
+    /// What real images score on the feature network (the floor and ceiling generated ones are
+    /// compared with), once per run under `reference/` at step 0.
+    pub fn real_data(&mut self, label: &str, r: &RealDataScores) -> Result<()> {
+        println!("{}", r.describe(label));
+        self.json_line(serde_json::json!({ "step": 0, "real_data": r, "feature_net": label }))?;
+        for (metric, v) in r.metrics(label) {
+            self.tb.add_scalar(&format!("reference/{metric}"), v, 0)?;
         }
         self.tb.flush()
     }

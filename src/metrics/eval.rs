@@ -53,6 +53,12 @@ impl FeatureNet {
         }
     }
 
+    /// Whether the network's classes are a run's `num_classes` dataset classes, so that its
+    /// prediction for a generated image can be checked against the class it was asked for.
+    pub fn classifies(&self, num_classes: i64) -> bool {
+        matches!(self, Self::FmnistClassifier(_)) && num_classes == classifier::CLASSES
+    }
+
     /// Metric-name suffix that says which network the numbers come from.
     pub fn label(&self) -> &'static str {
         label(match self {
@@ -220,6 +226,10 @@ pub struct Scores {
     pub is_std: f64,
     pub samples: i64,
     pub seconds: f64,
+    /// The share of samples the feature network classifies as the class they were generated for;
+    /// only where its classes are the dataset's (the Fashion-MNIST classifier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_accuracy: Option<f64>,
 }
 
 /// Reference statistics of a dataset's images, computed across ranks (each takes every W-th chunk).
@@ -372,13 +382,29 @@ pub fn evaluate(
     let fid = total.finish()?.frechet_distance(reference)?;
     let logits = logits_from_records(&gathered, n)?;
     let is = inception_score(&logits, DEFAULT_SPLITS, Order::NumpyShuffle(DEFAULT_SEED))?;
+    // Sample i was generated for class i mod num_classes (see the labels above).
+    let class_accuracy = net.classifies(num_classes).then(|| {
+        let asked = Tensor::arange(n, (Kind::Int64, logits.device())).remainder(num_classes);
+        accuracy(&logits, &asked)
+    });
     Ok(Some(Scores {
         fid,
         is_mean: is.mean,
         is_std: is.std,
         samples: n,
         seconds: started.elapsed().as_secs_f64(),
+        class_accuracy,
     }))
+}
+
+/// The share of rows of `logits` whose largest entry is at `labels`.
+pub fn accuracy(logits: &Tensor, labels: &Tensor) -> f64 {
+    logits
+        .argmax(1, false)
+        .eq_tensor(labels)
+        .to_kind(Kind::Double)
+        .mean(None)
+        .double_value(&[])
 }
 
 /// Scores a saved G_ema (safetensors with the generator's variable names) under `cfg`.

@@ -6,6 +6,7 @@ pub mod inception;
 pub mod inception_score;
 pub mod npz;
 pub mod numpy_rng;
+pub mod real_data;
 pub mod reference;
 
 pub use fid::{frechet_distance, FeatureStats, FidStats};

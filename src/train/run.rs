@@ -14,11 +14,14 @@ use super::run_dir::{self, StartMode};
 use super::schedule::{Duty, Schedule};
 use super::trainer::{StepStats, Trainer};
 use crate::checkpoint::{self, BestScore, Checkpointer};
+use crate::config::DatasetKind;
 use crate::dist::agree;
 use crate::error::{Error, Result};
 use crate::labels;
+use crate::log::status::{self, StatusLine};
 use crate::log::{Reporter, StepReport};
 use crate::metrics::eval::{self, FeatureNet, Scores};
+use crate::metrics::real_data::{self, RealDataScores};
 use crate::metrics::FidStats;
 use crate::model;
 use crate::samples;
@@ -47,6 +50,8 @@ pub struct RunSummary {
     pub scores_end: Option<BTreeMap<String, serde_json::Value>>,
     /// The best G_ema FID of the run and its step (its checkpoint is kept).
     pub best: Option<serde_json::Value>,
+    /// What Fashion-MNIST's test images score on the same feature network (the references).
+    pub real_data: Option<RealDataScores>,
     /// Steps trained by this process (fewer than `steps` after a resume).
     pub steps_this_session: usize,
     pub run_dir: PathBuf,
@@ -65,6 +70,9 @@ pub enum Outcome {
 struct Evaluator {
     net: FeatureNet,
     reference: FidStats,
+    /// The test set's scores (rank 0, Fashion-MNIST on its classifier): what generated images
+    /// are read against.
+    real_data: Option<RealDataScores>,
 }
 
 impl Evaluator {
@@ -75,7 +83,26 @@ impl Evaluator {
         eval::check_fits(&t.cfg)?;
         let net = FeatureNet::load(&t.cfg.eval, t.device)?;
         let reference = eval::reference_stats(t.comm, &t.cfg.eval, &net, &t.data, t.device)?;
-        Ok(Some(Evaluator { net, reference }))
+        let c = &t.cfg;
+        let real_data = (t.comm.rank() == 0
+            && c.data.dataset == DatasetKind::FashionMnist
+            && net.classifies(c.model.num_classes)
+            && real_data::test_split_present(&c.data.path))
+        .then(|| {
+            real_data::fashion_mnist_test(
+                &net,
+                &reference,
+                &c.data.path,
+                c.model.resolution,
+                t.device,
+            )
+        })
+        .transpose()?;
+        Ok(Some(Evaluator {
+            net,
+            reference,
+            real_data,
+        }))
     }
 
     /// Scores G_ema, or the raw G with `raw_g` (as its weights are now, see
@@ -121,6 +148,7 @@ struct Run {
     stats: StepStats,
     /// The step of the newest checkpoint, known to every rank (checkpoints start with collectives).
     last_checkpoint: Option<i64>,
+    status: StatusLine,
 }
 
 /// Trains `t` from the start `mode` asks for. `preemption` was installed before the trainer was
@@ -157,6 +185,7 @@ pub fn run(mut t: Trainer, mode: StartMode, preemption: Preemption) -> Result<Ou
         c.train.seed as u64 ^ 0x5a6a,
         t.device,
     );
+    let status = StatusLine::new(c.output.progress, rank0);
     let run = Run {
         schedule: Schedule::new(&t.cfg),
         t,
@@ -171,6 +200,7 @@ pub fn run(mut t: Trainer, mode: StartMode, preemption: Preemption) -> Result<Ou
         stats: StepStats::default(),
         // A resumed run has its checkpoint of that step already.
         last_checkpoint: start.resumed.as_ref().map(|s| s.step),
+        status,
     };
     run.announce();
     run.train()
@@ -218,6 +248,11 @@ impl Run {
     }
 
     fn train(mut self) -> Result<Outcome> {
+        if let (Some(e), Some(o)) = (&self.evaluator, self.out.as_mut()) {
+            if let (Some(r), 0) = (&e.real_data, self.t.step) {
+                o.reporter.real_data(e.net.label(), r)?;
+            }
+        }
         if self.t.step == 0 && self.t.cfg.eval.at_start {
             self.record.eval_start = self.evaluate(false)?.map(|s| serde_json::json!(s));
         }
@@ -235,7 +270,11 @@ impl Run {
                 // The watchdog is ending the job: do nothing more that could look like progress.
                 std::thread::park();
             }
-            for duty in self.schedule.due(self.t.step, total) {
+            let duties = self.schedule.due(self.t.step, total);
+            if !duties.is_empty() {
+                self.status.clear();
+            }
+            for duty in duties {
                 self.t.after_step(duty.name());
                 match duty {
                     Duty::Log => self.log()?,
@@ -249,8 +288,23 @@ impl Run {
                     Duty::Preemption => {}
                 }
             }
+            self.draw_status();
         }
+        self.status.clear();
         self.finish(started.elapsed().as_secs_f64())
+    }
+
+    /// The progress line, its rate and ETA from the last `train.log_every` steps.
+    fn draw_status(&mut self) {
+        let (t, times, stats) = (&self.t, &self.step_times, &self.stats);
+        self.status.update(|| {
+            let window = &times[times
+                .len()
+                .saturating_sub(t.cfg.train.log_every.max(1) as usize)..];
+            let per_step = window.iter().sum::<f64>() / window.len().max(1) as f64;
+            let rate = t.cfg.train.batch_size as f64 / per_step.max(1e-12);
+            status::line(t.step, t.cfg.train.steps, rate, per_step, stats)
+        });
     }
 
     fn log(&mut self) -> Result<()> {
@@ -432,6 +486,7 @@ impl Run {
             scores_start,
             scores_end: (!end.is_empty()).then_some(end),
             best,
+            real_data: self.evaluator.as_ref().and_then(|e| e.real_data),
             steps_this_session: self.step_times.len(),
             run_dir: t.cfg.output.dir.clone(),
         };
@@ -446,6 +501,7 @@ impl Run {
                     eval_end_g.as_ref(),
                 );
             }
+            print_where_to_look(&t.cfg.output.dir, &t.g.attention_names());
         }
         Ok(Outcome::Finished(Box::new(summary)))
     }
@@ -487,6 +543,7 @@ fn named_scores(label: &str, s: &Scores) -> serde_json::Value {
         format!("FID_{label}"): s.fid,
         format!("IS_{label}"): s.is_mean,
         format!("IS_{label}_std"): s.is_std,
+        "class_accuracy": s.class_accuracy,
         "samples": s.samples,
     })
 }
@@ -509,14 +566,47 @@ fn print_scores(
     };
     let raw_part =
         |f: fn(&Scores) -> f64| raw.map(|s| format!(", G {:.3}", f(s))).unwrap_or_default();
+    let percent = |s: &Scores| s.class_accuracy.map_or(f64::NAN, |a| 100.0 * a);
+    let class_part = if ema.class_accuracy.is_some() {
+        format!(
+            "; class accuracy: {}G_ema {:.1}%{}",
+            start
+                .map(|s| format!("{:.1}% at step 0 -> ", percent(s)))
+                .unwrap_or_default(),
+            percent(ema),
+            raw.map(|s| format!(", G {:.1}%", percent(s)))
+                .unwrap_or_default()
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "FID_{label}: {}G_ema {:.3}{} at step {step}; IS_{label}: {}G_ema {:.3}{}",
+        "FID_{label}: {}G_ema {:.3}{} at step {step}; IS_{label}: {}G_ema {:.3}{}{class_part}",
         at_start(|s| s.fid),
         ema.fid,
         raw_part(|s| s.fid),
         at_start(|s| s.is_mean),
         ema.is_mean,
         raw_part(|s| s.is_mean),
+    );
+}
+
+/// Rank 0's last lines: where to look at what the run made.
+fn print_where_to_look(dir: &Path, attention: &[String]) {
+    println!("To look at the results:");
+    println!(
+        "  samples (one row per class, G_ema): {}",
+        dir.join("samples.png").display()
+    );
+    for name in attention {
+        println!(
+            "  where G's attention looks (query pixels and their attention maps): {}",
+            dir.join(format!("attention_G.{name}.png")).display()
+        );
+    }
+    println!(
+        "  curves (losses, FID, IS, class accuracy, attention gammas) and images: tensorboard --logdir {}",
+        dir.parent().unwrap_or(dir).display()
     );
 }
 
