@@ -265,12 +265,14 @@ fn fid_and_is_on_two_ranks_equal_the_single_rank_numbers() {
     assert!((0.0..1e-6).contains(&fid), "{cmp}");
 }
 
+/// The default config learns what it is asked for: a short 2-rank run lowers FID and lifts the
+/// class accuracy of G_ema's samples well above chance (10%).
 #[test]
-fn a_short_two_rank_run_lowers_the_classifier_fid() {
+fn a_short_two_rank_run_lowers_the_fid_and_learns_the_classes() {
     let dir = tempfile::tempdir().unwrap();
     let cls = trained_classifier();
     let args = sets(&[
-        "train.steps=150".into(),
+        "train.steps=300".into(),
         "train.sample_every=0".into(),
         format!("output.dir={}", dir.path().join("run").display()),
         format!("eval.weights={}", cls.display()),
@@ -279,6 +281,7 @@ fn a_short_two_rank_run_lowers_the_classifier_fid() {
             dir.path().join("ref.npz").display()
         ),
         "eval.num_samples=2000".into(),
+        "eval.every=0".into(),
     ]);
     let text = ok(&mpirun(2)
         .arg(bin())
@@ -290,16 +293,28 @@ fn a_short_two_rank_run_lowers_the_classifier_fid() {
         &std::fs::read_to_string(dir.path().join("run/summary.json")).unwrap(),
     )
     .unwrap();
-    let start = summary["scores_start"]["G_ema"]["FID_fmnist_classifier"]
-        .as_f64()
-        .unwrap();
-    let end = summary["scores_end"]["G_ema"]["FID_fmnist_classifier"]
-        .as_f64()
-        .unwrap();
+    let score = |when: &str, key: &str| summary[when]["G_ema"][key].as_f64().unwrap();
     assert_eq!(summary["feature_net"], "fmnist_classifier");
+    let (start, end) = (
+        score("scores_start", "FID_fmnist_classifier"),
+        score("scores_end", "FID_fmnist_classifier"),
+    );
     assert!(
         end < 0.8 * start,
         "FID_fmnist_classifier {start} -> {end}\n{text}"
+    );
+    let (acc0, acc) = (
+        score("scores_start", "class_accuracy"),
+        score("scores_end", "class_accuracy"),
+    );
+    assert!(
+        acc0 < 0.2 && acc >= 0.25,
+        "class accuracy {acc0} -> {acc} (chance: 0.1)\n{text}"
+    );
+    // The references were scored once, from the real test split.
+    assert!(
+        summary["real_data"]["class_accuracy"].as_f64().unwrap() > 0.9,
+        "{summary}"
     );
     assert!(text.contains("FID_fmnist_classifier"), "{text}");
 }
