@@ -43,7 +43,7 @@ pub enum Command {
     /// grid, one row per class. The model comes from the file's own metadata; no config needed.
     Sample {
         /// The generator's weights file, as sagan writes it (with its config in the metadata).
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, visible_alias = "checkpoint", value_name = "FILE")]
         weights: PathBuf,
         /// Where to write the grid (PNG).
         #[arg(long, value_name = "PNG", default_value = "samples.png")]
@@ -54,11 +54,20 @@ pub enum Command {
         tensors: Option<PathBuf>,
         /// Classes to draw, one row each (e.g. --classes 0,3,7); default: output.sample_classes
         /// classes spread over all of them, as in training.
-        #[arg(long, value_delimiter = ',', value_name = "CLASS,...")]
+        #[arg(
+            long,
+            visible_alias = "class",
+            value_delimiter = ',',
+            value_name = "CLASS,..."
+        )]
         classes: Vec<i64>,
         /// Samples per class (grid columns).
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, visible_alias = "n", default_value_t = 8)]
         per_class: i64,
+        /// Also write every sample as its own PNG in this directory (created if needed), named
+        /// by class and column: `class3_dress_007.png`.
+        #[arg(long, value_name = "DIR")]
+        images: Option<PathBuf>,
         /// Seed of the noise.
         #[arg(long, default_value_t = 0)]
         seed: u64,

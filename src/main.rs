@@ -83,11 +83,13 @@ fn run_cli(cli: Cli) -> sagan::Result<u8> {
             classes,
             per_class,
             seed,
+            images,
         } => {
             let request = sagan::sample::Request {
                 weights: &weights,
                 png: &out,
                 tensors: tensors.as_deref(),
+                images: images.as_deref(),
                 classes: &classes,
                 per_class,
                 seed,
@@ -102,6 +104,9 @@ fn run_cli(cli: Cli) -> sagan::Result<u8> {
                 per_class,
                 out.display()
             );
+            if let Some(dir) = images {
+                println!("  and each sample as a PNG in {}", dir.display());
+            }
         }
         Command::ModelSummary { configs, overrides } => {
             println!(

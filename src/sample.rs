@@ -13,7 +13,7 @@ use tch::{Device, Tensor};
 
 use crate::checkpoint::weights;
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::labels;
 use crate::model::{self, BnMode, Generator, SnMode};
 use crate::samples;
@@ -23,6 +23,8 @@ pub struct Request<'a> {
     pub weights: &'a Path,
     pub png: &'a Path,
     pub tensors: Option<&'a Path>,
+    /// A directory for every sample as its own PNG.
+    pub images: Option<&'a Path>,
     /// Classes, one grid row each; empty: `output.sample_classes` of the file's config.
     pub classes: &'a [i64],
     pub per_class: i64,
@@ -101,6 +103,42 @@ fn classes(requested: &[i64], cfg: &Config) -> Result<Vec<i64>> {
     }
 }
 
+/// Every image (`[rows * per_class, C, H, W]` in [-1, 1], row by row) as its own PNG in `dir`,
+/// named by class number, class name and column.
+fn write_each(
+    images: &Tensor,
+    classes: &[i64],
+    per_class: i64,
+    names: &[String],
+    dir: &Path,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).at(dir)?;
+    let pixels = crate::metrics::eval::quantise(images).to_device(Device::Cpu);
+    for (row, (class, name)) in classes.iter().zip(names).enumerate() {
+        let slug: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let slug = if slug == class.to_string() {
+            String::new()
+        } else {
+            format!("_{slug}")
+        };
+        for col in 0..per_class {
+            let image = pixels.get(row as i64 * per_class + col);
+            let path = dir.join(format!("class{class}{slug}_{col:03}.png"));
+            samples::save_png(&image, &path)?;
+        }
+    }
+    Ok(())
+}
+
 /// Draws the grid (and the tensors) the request asks for.
 pub fn run(r: &Request, device: Device) -> Result<Drawn> {
     if r.per_class <= 0 {
@@ -122,6 +160,9 @@ pub fn run(r: &Request, device: Device) -> Result<Drawn> {
     let names = labels::row_labels(cfg.data.dataset, cfg.model.num_classes, &classes);
     let grid = samples::labelled(&samples::grid(&images, rows as i64), &names);
     samples::save_png(&grid, r.png)?;
+    if let Some(dir) = r.images {
+        write_each(&images, &classes, r.per_class, &names, dir)?;
+    }
     if let Some(path) = r.tensors {
         let tensors: Vec<(String, Tensor)> = [("z", &z), ("y", &y), ("images", &images)]
             .into_iter()

@@ -152,3 +152,52 @@ fn weights_files_describe_themselves() {
         "{err}"
     );
 }
+
+/// `sagan sample` as the issue spells it (`--checkpoint`, `--class`, `--n`), writing every sample
+/// as its own PNG too: named by class, and holding exactly the pixels of the drawn image.
+#[test]
+fn sample_writes_each_image_as_its_own_png() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = trained_g_ema(dir.path(), "official");
+    let each = dir.path().join("each");
+    let drawn = dir.path().join("drawn.safetensors");
+    let text = ok(&Command::new(bin())
+        .args(["sample", "--checkpoint"])
+        .arg(&g)
+        .args(["--class", "4", "--n", "3", "--seed", "5", "--out"])
+        .arg(dir.path().join("grid.png"))
+        .arg("--images")
+        .arg(&each)
+        .arg("--tensors")
+        .arg(&drawn)
+        .output()
+        .unwrap());
+    assert!(text.contains("1 classes x 3 samples"), "{text}");
+    let mut names: Vec<String> = std::fs::read_dir(&each)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "class4_coat_000.png",
+            "class4_coat_001.png",
+            "class4_coat_002.png"
+        ]
+    );
+    let tensors = Tensor::read_safetensors(&drawn).unwrap();
+    let images = &tensors.iter().find(|(n, _)| n == "images").unwrap().1;
+    let pixels = sagan::metrics::eval::quantise(images);
+    for (i, name) in names.iter().enumerate() {
+        let decoder = png::Decoder::new(std::io::BufReader::new(
+            std::fs::File::open(each.join(name)).unwrap(),
+        ));
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        assert_eq!((info.width, info.height), (32, 32), "{name}");
+        let want = Vec::<u8>::try_from(&pixels.get(i as i64).view([-1])).unwrap();
+        assert_eq!(&buf[..info.buffer_size()], &want[..], "{name}");
+    }
+}
