@@ -8,7 +8,11 @@ mod common;
 use common::{bin, default_config};
 
 fn wrapper() -> Command {
-    let mut c = Command::new("bash");
+    // SIGINT back to its default first: a test binary started in the background by a shell
+    // without job control inherits SIGINT ignored, and bash cannot trap a signal ignored on entry,
+    // so the Ctrl-C test would test how the suite was started, not the wrapper.
+    let mut c = Command::new("env");
+    c.args(["--default-signal=INT", "bash"]);
     c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("launch/mpirun.sh"));
     c.args(["--bin", bin()]);
     c
