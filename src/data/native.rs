@@ -29,17 +29,36 @@ impl Native {
     }
 }
 
+/// The file prefix of `split` ("train" or "test") in Fashion-MNIST's IDX naming.
+fn split_prefix(split: &str) -> &'static str {
+    if split == "train" {
+        "train"
+    } else {
+        "t10k"
+    }
+}
+
+/// `split`'s IDX file `stem` in `dir`, gzipped or not.
+fn idx_file(dir: &Path, split: &str, stem: &str) -> Option<PathBuf> {
+    let prefix = split_prefix(split);
+    [format!("{prefix}-{stem}.gz"), format!("{prefix}-{stem}")]
+        .into_iter()
+        .map(|name| dir.join(name))
+        .find(|p| p.exists())
+}
+
+/// Whether `dir` holds both IDX files of `split`.
+pub fn has_idx_pair(dir: &Path, split: &str) -> bool {
+    ["images-idx3-ubyte", "labels-idx1-ubyte"]
+        .iter()
+        .all(|stem| idx_file(dir, split, stem).is_some())
+}
+
 /// The IDX pair of `split` ("train" or "test") in `dir`, gzipped or not.
 pub fn idx_pair(dir: &Path, split: &str) -> Result<Native> {
-    let prefix = if split == "train" { "train" } else { "t10k" };
+    let prefix = split_prefix(split);
     let find = |stem: &str| -> Result<PathBuf> {
-        for name in [format!("{prefix}-{stem}.gz"), format!("{prefix}-{stem}")] {
-            let p = dir.join(&name);
-            if p.exists() {
-                return Ok(p);
-            }
-        }
-        Err(Error::Data {
+        idx_file(dir, split, stem).ok_or_else(|| Error::Data {
             path: dir.to_path_buf(),
             msg: format!(
                 "no {prefix}-{stem}(.gz) here; install Debian's dataset-fashion-mnist (scripts/setup.sh does) or set data.path"

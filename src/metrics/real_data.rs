@@ -52,9 +52,7 @@ impl RealDataScores {
 /// Whether `data_dir` holds Fashion-MNIST's test split (`t10k-*`, gzipped or not) beside the
 /// training split; a training set without one (a subset, a test fixture) has no references.
 pub fn test_split_present(data_dir: &Path) -> bool {
-    ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-        .iter()
-        .all(|stem| data_dir.join(stem).is_file() || data_dir.join(format!("{stem}.gz")).is_file())
+    crate::data::native::has_idx_pair(data_dir, "test")
 }
 
 /// Scores Fashion-MNIST's test split (from the IDX files in `data_dir`, at `resolution`) on `net`
