@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod config_doc;
+pub mod cpu_threads;
 pub mod data;
 pub mod dist;
 pub mod error;

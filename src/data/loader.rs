@@ -105,6 +105,7 @@ impl Loader {
             let worker = std::thread::Builder::new()
                 .name(format!("sagan-loader-{w}"))
                 .spawn(move || {
+                    crate::cpu_threads::keep_helper_serial();
                     let bpr = opts.batch_per_rank;
                     let shape = [
                         bpr as i64,

@@ -42,7 +42,7 @@ pub fn join(cfg: &Config) -> Result<Rank> {
     }
     let plan = device::plan(cfg.dist.backend, world.rank, &views, cfg.train.threads)?;
     if plan.device == Device::Cpu {
-        tch::set_num_threads(plan.threads);
+        crate::cpu_threads::pin_training_threads(plan.threads);
     }
     let comm: Box<dyn Comm> = match plan.backend {
         BackendKind::Nccl => nccl(bootstrap, plan.device, dog.as_ref())?,

@@ -41,12 +41,17 @@ impl SelfAttention {
             AttentionKind::Official => t.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
             AttentionKind::Paper => t,
         };
-        // reshape: the convolution's output may be channels-last (see SpectralNorm::refresh).
-        let theta = self.theta.forward(x).reshape([b, -1, h * w]);
-        let phi = pool(self.phi.forward(x)).flatten(2, 3);
-        let g = pool(self.g.forward(x)).flatten(2, 3);
-        let attn = theta.transpose(1, 2).bmm(&phi).softmax(-1, theta.kind());
-        let o = g.bmm(&attn.transpose(1, 2)).view([b, -1, h, w]);
+        // Tokens as rows, (batch, positions, channels): a view of channels-last activations (see
+        // SpectralNorm::refresh), and the attention output comes back channels-last as well.
+        let tokens = |t: Tensor| {
+            let c = t.size()[1];
+            t.permute([0, 2, 3, 1]).reshape([b, -1, c])
+        };
+        let theta = tokens(self.theta.forward(x));
+        let phi = tokens(pool(self.phi.forward(x)));
+        let g = tokens(pool(self.g.forward(x)));
+        let attn = theta.bmm(&phi.transpose(1, 2)).softmax(-1, theta.kind());
+        let o = attn.bmm(&g).view([b, h, w, -1]).permute([0, 3, 1, 2]);
         let o = match &self.out {
             Some(conv) => conv.forward(&o),
             None => o,

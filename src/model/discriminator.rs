@@ -61,7 +61,7 @@ impl Discriminator {
 
     /// One logit per image.
     pub fn forward(&self, x: &Tensor, y: &Tensor) -> Tensor {
-        let mut h = x.shallow_clone();
+        let mut h = super::channels_last(x);
         for (block, attn) in self.blocks.iter().zip(&self.attention) {
             h = block.forward(&h);
             if let Some(a) = attn {

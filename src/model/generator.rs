@@ -67,7 +67,7 @@ impl Generator {
 
     /// Images in [-1, 1] and the attention maps of every attention block, in order.
     pub fn forward_with_maps(&self, z: &Tensor, y: &Tensor, mode: BnMode) -> (Tensor, Vec<Tensor>) {
-        let mut h = self.input.forward(z).view([-1, self.input_ch, 4, 4]);
+        let mut h = super::channels_last(&self.input.forward(z).view([-1, self.input_ch, 4, 4]));
         let mut maps = Vec::new();
         for (block, attn) in self.blocks.iter().zip(&self.attention) {
             h = block.forward(&h, y, mode);

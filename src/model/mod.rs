@@ -40,3 +40,11 @@ pub fn buffers(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
 pub fn parameter_count(vs: &nn::VarStore) -> i64 {
     parameters(vs).iter().map(|(_, t)| t.numel() as i64).sum()
 }
+
+/// `x` with channels-last strides, same shape and values. Networks take their inputs this way so
+/// that every activation matches the channels-last convolution weights (see
+/// SpectralNorm::refresh): a mix of layouts costs a reorder in every convolution and a strided,
+/// unvectorised loop in every elementwise op that meets both.
+pub fn channels_last(x: &tch::Tensor) -> tch::Tensor {
+    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
