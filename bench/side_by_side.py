@@ -51,6 +51,16 @@ def run_json(cmd, env=None):
     return json.loads(lines[-1])
 
 
+def run_pair(cmd):
+    """Two copies of `cmd` at the same time, each on its own core; their JSON lines."""
+    procs = [subprocess.Popen(["taskset", "-c", str(i), *cmd], stdout=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outs = [p.communicate()[0] for p in procs]
+    if any(p.returncode for p in procs):
+        sys.exit(f"failed: {' '.join(cmd)}")
+    return [json.loads([l for l in o.splitlines() if l.startswith("{")][-1]) for o in outs]
+
+
 def sgemm_gflops(threads):
     code = (
         "import torch, time; torch.set_num_threads(%d); n = 2048; a = torch.randn(n, n); b = torch.randn(n, n)\n"
@@ -79,6 +89,9 @@ def main():
     ap.add_argument("--flops", action="store_true", help="count FLOPs and measure SGEMM GFLOP/s")
     ap.add_argument("--phases", action="store_true", help="print sagan's time per phase of the step")
     ap.add_argument("--set", action="append", default=[], help="extra sagan config override")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="with 1x1bN modes: also run two independent 1x1bN sagan processes at once, the "
+                         "machine's own limit for 2 ranks (shared caches, memory bandwidth, clocks)")
     ap.add_argument("--torch-args", default="", help="extra bench/torch_sagan.py options, e.g. --channels-last")
     args = ap.parse_args()
 
@@ -132,6 +145,10 @@ def main():
                                         *args.torch_args.split(), *(["--phases"] if args.phases else [])]
                         env = dict(os.environ, MASTER_PORT=str(random.randrange(20000, 60000)))
                     res = run_json(cmd, env)
+                    if args.ceiling and binary and mbatch and procs == 1:
+                        res["pair_images_per_s"] = sum(r["images_per_s"] for r in run_pair(cmd))
+                        print(f"  {cname} {mode} round {r + 1} {name}: two at once, "
+                              f"{res['pair_images_per_s']:.2f} images/s together", flush=True)
                     results[name].append(res)
                     print(f"  {cname} {mode} round {r + 1} {name}: {res['images_per_s']:.2f} images/s "
                           f"(median step {res['median_step_s'] * 1e3:.0f} ms)", flush=True)
@@ -157,6 +174,9 @@ def main():
             share = [x.get("allreduce_share") for x in results[n] if x.get("allreduce_share") is not None]
             if share and mode.startswith("2"):
                 line += f", all-reduce {statistics.median(share) * 100:.1f}% of step"
+                pure = [x["allreduce_transfer_share"] for x in results[n] if "allreduce_transfer_share" in x]
+                if pure:
+                    line += f" ({statistics.median(pure) * 100:.1f}% without waiting for the other rank)"
             print(line)
         if flops:
             procs, threads = (int(v) for v in mode.partition("b")[0].split("x"))
@@ -165,7 +185,31 @@ def main():
                 gf = flops / statistics.median([x["median_step_s"] for x in results[n]]) / 1e9
                 print(f"{'':17}{n}: {flops / 1e9:.1f} GFLOP/iteration, {gf:.1f} GFLOP/s achieved, "
                       f"{gf / peak * 100:.0f}% of SGEMM ({peak:.1f} GFLOP/s on {procs * threads} threads)")
+    scaling(rows, names)
     return 0
+
+
+def scaling(rows, names):
+    """Scaling efficiency: 2 ranks x 1 thread against 1 x 1 at the same per-rank batch (1x1bN, N = half
+    the global batch), images/s of the two ranks over twice the single rank's, per round."""
+    by = {(c, m): r for c, m, r, _ in rows}
+    for cname, mode, results, _ in rows:
+        if mode != "2x1":
+            continue
+        for n in names:
+            gb = results[n][0].get("global_batch")
+            single = by.get((cname, f"1x1b{gb // 2}")) if gb else None
+            if not single:
+                continue
+            effs = [a["images_per_s"] / (2 * b["images_per_s"]) for a, b in zip(results[n], single[n])]
+            print(f"{cname} scaling efficiency, 2 ranks x 1 thread against 1 x 1 at batch {gb // 2} per rank: "
+                  f"{n} {statistics.median(effs):.2f} ({', '.join(f'{e:.2f}' for e in effs)})")
+            pairs = [b["pair_images_per_s"] for b in single[n] if "pair_images_per_s" in b]
+            if pairs:
+                ceil = [b["pair_images_per_s"] / (2 * b["images_per_s"]) for b in single[n]]
+                rel = [a["images_per_s"] / b["pair_images_per_s"] for a, b in zip(results[n], single[n])]
+                print(f"{'':12}two independent 1 x 1 processes at once reach {statistics.median(ceil):.2f} of twice "
+                      f"one alone (the machine's ceiling); the 2 ranks reach {statistics.median(rel):.2f} of the pair")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ use crate::dist::buckets::GradientBuckets;
 use crate::dist::launch;
 use crate::error::Result;
 use crate::model::{self, Discriminator, Generator};
+#[cfg(doc)]
+use crate::train::Trainer;
 
 pub struct AllReduceFigures {
     pub bytes: usize,
@@ -65,8 +67,12 @@ pub struct TrainFigures {
     pub global_batch: i64,
     pub median_step_s: f64,
     pub images_per_s: f64,
-    /// Share of the timed steps spent inside the gradient all-reduces.
+    /// Share of the timed steps spent inside the gradient all-reduces, waiting for the slower
+    /// rank included.
     pub allreduce_share: f64,
+    /// Gradient averaging alone (ranks lined up first, see
+    /// [`Trainer::time_gradient_averaging`]) as a share of the median step; 0 for one rank.
+    pub allreduce_transfer_share: f64,
     /// Peak resident set of each rank (VmHWM), MiB.
     pub peak_rss_mib: Vec<f64>,
     /// Mean milliseconds per step of each phase of the step (rank 0).
@@ -109,6 +115,11 @@ pub fn train(cfg: &Config, warmup: i64, steps: i64, phases: bool) -> Result<Opti
         comm_seconds += s.allreduce_seconds;
     }
     let total: f64 = times.iter().sum();
+    let transfer = if comm.size() > 1 {
+        t.time_gradient_averaging(5)?
+    } else {
+        0.0
+    };
     let rss = comm.all_gather_bytes(&peak_rss_kib().to_le_bytes())?;
     let phases_ms = t
         .phases
@@ -130,6 +141,7 @@ pub fn train(cfg: &Config, warmup: i64, steps: i64, phases: bool) -> Result<Opti
         median_step_s,
         images_per_s: cfg.train.batch_size as f64 / median_step_s,
         allreduce_share: comm_seconds / total.max(1e-12),
+        allreduce_transfer_share: transfer / median_step_s.max(1e-12),
         peak_rss_mib: rss
             .iter()
             .map(|b| {

@@ -225,3 +225,39 @@ fn nccl_backend_without_cuda_is_a_clear_error() {
     assert!(err.contains("needs a CUDA device"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn bench_train_reports_throughput_memory_and_the_all_reduce_of_both_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = mpirun(2)
+        .arg(bin())
+        .args(["bench-train", "--config", &default_config()])
+        .args(small(dir.path(), 10))
+        .args(["--warmup", "1", "--steps", "3", "--phases"])
+        .output()
+        .unwrap();
+    let text = ok(&out);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .expect("a JSON line");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["world"], 2, "{line}");
+    let rss = v["peak_rss_mib"].as_array().unwrap();
+    assert_eq!(rss.len(), 2, "one peak RSS per rank: {line}");
+    assert!(rss.iter().all(|r| r.as_f64().unwrap() > 50.0), "{line}");
+    assert!(v["images_per_s"].as_f64().unwrap() > 0.0, "{line}");
+    // The in-step all-reduce time includes waiting for the other rank; the lined-up measurement
+    // is the transfer alone. Both are a real, nonzero part of a step.
+    for key in ["allreduce_share", "allreduce_transfer_share"] {
+        let share = v[key].as_f64().unwrap();
+        assert!(share > 0.0 && share < 1.0, "{key} = {share}: {line}");
+    }
+    let phases: Vec<&str> = v["phases_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_str().unwrap())
+        .collect();
+    assert!(phases.contains(&"gradient average and norm"), "{line}");
+}

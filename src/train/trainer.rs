@@ -328,6 +328,24 @@ impl Trainer {
     /// The agreement check of every spectral-norm u/v of G, D and G_ema; differing ones are
     /// re-broadcast from rank 0, counted in `resyncs` and reported. Returns their names. (BN running
     /// statistics legitimately differ, each rank normalising its own batches: see
+    /// Seconds of one step's gradient averaging alone (D's and G's buckets, as the step runs
+    /// them), with the ranks lined up by a barrier first, so that no rank's wait for a slower
+    /// one counts: the median of `iters` rounds. The gradients are averaged again each round,
+    /// so this belongs after training (benchmarks).
+    pub fn time_gradient_averaging(&mut self, iters: usize) -> Result<f64> {
+        let mut times = Vec::with_capacity(iters);
+        for _ in 0..iters {
+            self.comm.barrier()?;
+            let t0 = std::time::Instant::now();
+            self.d_buckets.all_reduce(self.comm, self.step)?;
+            self.g_buckets.all_reduce(self.comm, self.step)?;
+            times.push(t0.elapsed().as_secs_f64());
+        }
+        self.d_buckets.take_comm_seconds();
+        self.g_buckets.take_comm_seconds();
+        Ok(crate::train::run::median(&mut times))
+    }
+
     /// [`Trainer::average_bn_statistics`].)
     pub fn check_buffers(&mut self) -> Result<Vec<String>> {
         let mut repaired = Vec::new();
