@@ -33,14 +33,7 @@ fn loader_threads_start_no_openmp_teams() {
     let data = Dataset::from_packed(PackedFile::open(&path, true, 1).unwrap());
     // 64 images of 32 x 32: the batch tensor (65,536 floats) is above libtorch's grain size, so
     // creating it would split across a team if the thread had one.
-    let sampler = DistributedSampler {
-        len: data.len(),
-        rank: 0,
-        world: 1,
-        seed: 1,
-        drop_remainder: true,
-        global_batch: 64,
-    };
+    let sampler = DistributedSampler::one_rank(data.len(), 64, 1);
     let opts = LoaderOptions {
         batch_per_rank: 64,
         start_batch: 0,

@@ -619,14 +619,7 @@ fn loader_batches_equal_converting_uint8_tensors() {
     // The loader converts through a table built by to_signed_unit: values bitwise identical.
     let dir = tempfile::tempdir().unwrap();
     let data = numbered(dir.path(), 24, 8);
-    let sampler = DistributedSampler {
-        len: 24,
-        rank: 0,
-        world: 1,
-        seed: 1,
-        drop_remainder: true,
-        global_batch: 8,
-    };
+    let sampler = DistributedSampler::one_rank(24, 8, 1);
     let order = sampler.shard(0);
     let opts = LoaderOptions {
         batch_per_rank: 8,

@@ -155,14 +155,7 @@ pub fn write_packed(path: &Path, n: usize, res: u32) -> Result<()> {
 
 fn loader_rate(data: &Dataset, workers: usize, seconds: f64) -> Result<f64> {
     let batch = 64;
-    let sampler = DistributedSampler {
-        len: data.len(),
-        rank: 0,
-        world: 1,
-        seed: 1,
-        drop_remainder: true,
-        global_batch: batch,
-    };
+    let sampler = DistributedSampler::one_rank(data.len(), batch, 1);
     let opts = LoaderOptions {
         batch_per_rank: batch,
         start_batch: 0,
@@ -311,14 +304,7 @@ fn rss_check(opts: &BenchOptions) -> Result<()> {
     let data = Dataset::from_packed(PackedFile::open(&path, false, 1)?);
     let before = rss_kib();
     let batch = 256;
-    let sampler = DistributedSampler {
-        len: n,
-        rank: 0,
-        world: 1,
-        seed: 3,
-        drop_remainder: true,
-        global_batch: batch,
-    };
+    let sampler = DistributedSampler::one_rank(n, batch, 3);
     let loader_opts = LoaderOptions {
         batch_per_rank: batch,
         start_batch: 0,

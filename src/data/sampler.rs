@@ -13,6 +13,18 @@ pub struct DistributedSampler {
 }
 
 impl DistributedSampler {
+    /// A single process's sampler over `len` samples, whole batches only (benchmarks, tests).
+    pub fn one_rank(len: usize, global_batch: usize, seed: u64) -> Self {
+        Self {
+            len,
+            rank: 0,
+            world: 1,
+            seed,
+            drop_remainder: true,
+            global_batch,
+        }
+    }
+
     /// Global batches per epoch.
     pub fn batches_per_epoch(&self) -> usize {
         if self.drop_remainder {
