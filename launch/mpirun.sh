@@ -201,11 +201,13 @@ fi
 setsid "${block[@]}" "${cmd[@]}" </dev/null &
 mpirun_pid=$!
 
+# shellcheck source=launch/wait-child.sh
+source "$root/launch/wait-child.sh"
 interrupts=0
-interrupted=0
+caught=0
 # shellcheck disable=SC2317 # called from the traps below
 relay() {
-  interrupted=1
+  caught=$((caught + 1))
   if [ "$1" = INT ]; then
     interrupts=$((interrupts + 1))
     if ((interrupts >= 2)); then
@@ -216,6 +218,12 @@ relay() {
       return 0
     fi
   fi
+  # Once: mpirun forwards each SIGUSR1 to the ranks, and one that reaches a process already
+  # shutting down kills it (a batch system's SIGTERM and the batch shell's relay come together).
+  if ((caught > 1)); then
+    say "SIG$1: the ranks were already asked to checkpoint and stop; waiting for them"
+    return 0
+  fi
   say "SIG$1: asking every rank to checkpoint and stop (exit 75)${2:+; $2}"
   kill -USR1 "$mpirun_pid" 2>/dev/null || true
 }
@@ -224,11 +232,5 @@ trap 'relay TERM' TERM
 trap 'relay HUP' HUP
 trap 'relay USR1' USR1
 
-# `wait` returns early when a trapped signal arrives; then the child is still ours to wait for.
-while :; do
-  interrupted=0
-  rc=0
-  wait "$mpirun_pid" || rc=$?
-  [ "$interrupted" = 1 ] || break
-done
+wait_child "$mpirun_pid"
 exit "$rc"

@@ -331,6 +331,45 @@ fn sigterm_to_every_process_as_a_batch_system_sends_it_still_checkpoints() {
     assert_checkpointed(dir.path());
 }
 
+/// The relay loops of mpirun.sh and train.sbatch wait for their child while traps relay signals
+/// to it; a batch system's cancel sends several at once. A loop that trusted `wait`'s status
+/// between signals reported 138 for ranks that went on to exit 75 (and the job as failed).
+#[test]
+fn wait_child_returns_the_childs_status_through_a_burst_of_trapped_signals() {
+    let helper = Path::new(env!("CARGO_MANIFEST_DIR")).join("launch/wait-child.sh");
+    let script = r#"
+        source "$1"
+        caught=0
+        trap 'caught=$((caught + 1))' USR1 TERM
+        (sleep 1; exit 75) &
+        wait_child "$!"
+        echo "rc=$rc caught=$caught""#;
+    for round in 0..6 {
+        let mut child = Command::new("bash")
+            .args(["-c", script, "bash"])
+            .arg(&helper)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        // Signals until it ends, back to back and a millisecond or so apart (one `kill` each).
+        let t0 = Instant::now();
+        let mut sent = 0;
+        while child.try_wait().unwrap().is_none() && t0.elapsed() < Duration::from_secs(5) {
+            let sig = if sent % 2 == 0 { "-USR1" } else { "-TERM" };
+            let _ = Command::new("kill")
+                .args([sig, &child.id().to_string()])
+                .status();
+            sent += 1;
+        }
+        let (code, out) = wait_with_timeout(child, 10);
+        assert_eq!(code, Some(0), "round {round}: {out}");
+        assert!(out.contains("rc=75 "), "round {round}, {sent} signals: {out}");
+        assert!(!out.contains("caught=0"), "round {round}: no signal arrived: {out}");
+    }
+}
+
 #[test]
 fn launch_and_setup_scripts_are_shellcheck_clean() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -340,6 +379,7 @@ fn launch_and_setup_scripts_are_shellcheck_clean() {
         "launch/nodes/nodes.sh",
         "launch/slurm/train.sbatch",
         "launch/slurm/local-cluster.sh",
+        "launch/wait-child.sh",
         "scripts/setup.sh",
         "scripts/test.sh",
     ];
