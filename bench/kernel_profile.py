@@ -14,7 +14,6 @@ Needs `perf` (Debian: linux-perf) and permission to sample (root, or kernel.perf
 """
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -22,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from side_by_side import synthetic_cifar
+from side_by_side import last_json, resolve_config, synthetic_cifar
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = os.environ.get("SAGAN_PYTHON", str(ROOT / ".venv/bin/python"))
@@ -50,7 +49,7 @@ GROUPS = [
 def perf_samples(cmd, freq, out):
     run = subprocess.run(["perf", "record", "-q", "-F", str(freq), "-o", str(out), "--", *cmd],
                          check=True, capture_output=True, text=True)
-    step_s = json.loads([l for l in run.stdout.splitlines() if l.startswith("{")][-1])["median_step_s"]
+    step_s = last_json(run.stdout)["median_step_s"]
     return (*read_samples(out), step_s)
 
 
@@ -99,9 +98,7 @@ def main():
         synthetic_cifar(tmp / "cifar")
         sets.append(f"data.path={tmp / 'cifar'}")
     setargs = [a for s in sets for a in ("--set", s)]
-    resolved = tmp / "resolved.toml"
-    resolved.write_text(subprocess.run([args.sagan, "show-config", "--config", str(config), *setargs],
-                                       capture_output=True, text=True, check=True).stdout)
+    resolved = resolve_config(args.sagan, config, setargs, tmp / "resolved.toml")
     impls = [("sagan", [args.sagan, "bench-train", "--config", str(config), *setargs,
                         "--warmup", "2", "--steps", str(args.steps)])]
     for b in args.bin:

@@ -43,12 +43,23 @@ def synthetic_cifar(folder):
         (folder / f"data_batch_{i}.bin").write_bytes(bytes(rec))
 
 
+def last_json(stdout):
+    """The last JSON line a benchmark printed (its result)."""
+    return json.loads([l for l in stdout.splitlines() if l.startswith("{")][-1])
+
+
+def resolve_config(sagan, config, setargs, path):
+    """Writes the config as sagan resolves it (defaults, overrides) to `path`, for the PyTorch side."""
+    path.write_text(subprocess.run([sagan, "show-config", "--config", str(config), *setargs],
+                                   capture_output=True, text=True, check=True).stdout)
+    return path
+
+
 def run_json(cmd, env=None):
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         sys.exit(f"failed ({out.returncode}): {' '.join(cmd)}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
-    return json.loads(lines[-1])
+    return last_json(out.stdout)
 
 
 def run_pair(cmd):
@@ -58,7 +69,7 @@ def run_pair(cmd):
     outs = [p.communicate()[0] for p in procs]
     if any(p.returncode for p in procs):
         sys.exit(f"failed: {' '.join(cmd)}")
-    return [json.loads([l for l in o.splitlines() if l.startswith("{")][-1]) for o in outs]
+    return [last_json(o) for o in outs]
 
 
 def sgemm_gflops(threads):
@@ -119,10 +130,7 @@ def main():
             procs, threads = (int(v) for v in shape.split("x"))
             msets = sets + [f"train.threads={threads}"] + ([f"train.batch_size={mbatch}"] if mbatch else [])
             setargs = [a for s in msets for a in ("--set", s)]
-            resolved = tmp / f"{cname}-{mode}.toml"
-            shown = subprocess.run([args.sagan, "show-config", "--config", str(config), *setargs],
-                                   capture_output=True, text=True, check=True).stdout
-            resolved.write_text(shown)
+            resolved = resolve_config(args.sagan, config, setargs, tmp / f"{cname}-{mode}.toml")
             if args.flops and mbatch not in flops:
                 flops[mbatch] = run_json([PYTHON, str(ROOT / "bench/torch_sagan.py"), str(resolved), "--flops",
                                           "--steps", "1", "--warmup", "0"])["flops_per_iter"]
@@ -146,7 +154,7 @@ def main():
                         env = dict(os.environ, MASTER_PORT=str(random.randrange(20000, 60000)))
                     res = run_json(cmd, env)
                     if args.ceiling and binary and mbatch and procs == 1:
-                        res["pair_images_per_s"] = sum(r["images_per_s"] for r in run_pair(cmd))
+                        res["pair_images_per_s"] = sum(p["images_per_s"] for p in run_pair(cmd))
                         print(f"  {cname} {mode} round {r + 1} {name}: two at once, "
                               f"{res['pair_images_per_s']:.2f} images/s together", flush=True)
                     results[name].append(res)

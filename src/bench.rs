@@ -10,8 +10,6 @@ use crate::dist::buckets::GradientBuckets;
 use crate::dist::launch;
 use crate::error::Result;
 use crate::model::{self, Discriminator, Generator};
-#[cfg(doc)]
-use crate::train::Trainer;
 
 pub struct AllReduceFigures {
     pub bytes: usize,
@@ -71,7 +69,8 @@ pub struct TrainFigures {
     /// rank included.
     pub allreduce_share: f64,
     /// Gradient averaging alone (ranks lined up first, see
-    /// [`Trainer::time_gradient_averaging`]) as a share of the median step; 0 for one rank.
+    /// [`crate::train::Trainer::time_gradient_averaging`]) as a share of the median step; 0 for
+    /// one rank.
     pub allreduce_transfer_share: f64,
     /// Peak resident set of each rank (VmHWM), MiB.
     pub peak_rss_mib: Vec<f64>,

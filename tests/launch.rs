@@ -365,8 +365,14 @@ fn wait_child_returns_the_childs_status_through_a_burst_of_trapped_signals() {
         }
         let (code, out) = wait_with_timeout(child, 10);
         assert_eq!(code, Some(0), "round {round}: {out}");
-        assert!(out.contains("rc=75 "), "round {round}, {sent} signals: {out}");
-        assert!(!out.contains("caught=0"), "round {round}: no signal arrived: {out}");
+        assert!(
+            out.contains("rc=75 "),
+            "round {round}, {sent} signals: {out}"
+        );
+        assert!(
+            !out.contains("caught=0"),
+            "round {round}: no signal arrived: {out}"
+        );
     }
 }
 

@@ -325,9 +325,6 @@ impl Trainer {
         Ok(s)
     }
 
-    /// The agreement check of every spectral-norm u/v of G, D and G_ema; differing ones are
-    /// re-broadcast from rank 0, counted in `resyncs` and reported. Returns their names. (BN running
-    /// statistics legitimately differ, each rank normalising its own batches: see
     /// Seconds of one step's gradient averaging alone (D's and G's buckets, as the step runs
     /// them), with the ranks lined up by a barrier first, so that no rank's wait for a slower
     /// one counts: the median of `iters` rounds. The gradients are averaged again each round,
@@ -346,6 +343,9 @@ impl Trainer {
         Ok(crate::train::run::median(&mut times))
     }
 
+    /// The agreement check of every spectral-norm u/v of G, D and G_ema; differing ones are
+    /// re-broadcast from rank 0, counted in `resyncs` and reported. Returns their names. (BN running
+    /// statistics legitimately differ, each rank normalising its own batches: see
     /// [`Trainer::average_bn_statistics`].)
     pub fn check_buffers(&mut self) -> Result<Vec<String>> {
         let mut repaired = Vec::new();
