@@ -91,6 +91,22 @@ pub struct TrainConfig {
     pub checkpoint_every: i64,
     /// Checkpoints kept (the newest ones; the best by FID is kept as well when evaluation runs).
     pub keep_checkpoints: i64,
+    /// How the C allocator serves this process's CPU tensors (see `crate::alloc`).
+    pub host_memory: HostMemory,
+}
+
+/// The C allocator's policy for CPU tensors: peak memory against page faults.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostMemory {
+    /// A block of 32 MiB or more that the heap has no free room for is mapped, and unmapped when
+    /// freed; the heap is never trimmed.
+    MapLarge,
+    /// Every block from the heap, never trimmed: no page faults after the first step, a higher
+    /// peak (the heap fragments).
+    KeepAll,
+    /// The C library's own defaults (or those of an allocator preloaded with LD_PRELOAD).
+    System,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -279,6 +295,7 @@ impl Default for TrainConfig {
             threads: 0,
             checkpoint_every: 1000,
             keep_checkpoints: 3,
+            host_memory: HostMemory::MapLarge,
         }
     }
 }

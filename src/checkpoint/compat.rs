@@ -14,6 +14,7 @@ pub const SAFE_TO_CHANGE: &[&str] = &[
     "train.checkpoint_every",
     "train.keep_checkpoints",
     "train.threads",
+    "train.host_memory",
     "data.path",
     "data.workers",
     "data.prefetch",

@@ -20,8 +20,8 @@ pub struct Rank {
 
 /// Joins the run: every rank of an mpirun/srun launch calls this first.
 pub fn join(cfg: &Config) -> Result<Rank> {
-    // Training allocates and frees the same large activations every step: keep their pages.
-    crate::alloc::keep_freed_memory();
+    // Before the first large allocation: the policy decides where every activation lives.
+    crate::alloc::apply(cfg.train.host_memory);
     let (bootstrap, world) = bootstrap()?;
     abort::set_identity(world.rank, world.size);
     world::cross_check(&world, &|k| std::env::var(k).ok())?;
