@@ -217,14 +217,24 @@ impl SnConv2d {
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.conv2d(
+        let out = x.conv2d(
             &self.sn.weight(),
             self.bias.as_ref(),
             [1, 1],
             [self.padding, self.padding],
             [1, 1],
             1,
-        )
+        );
+        // libtorch picks the output layout from the input's and the weight's, and takes a tensor
+        // whose strides fit both layouts (one channel, a 1x1 kernel) for NCHW: D's first
+        // convolutions, on one-channel images, sent NCHW activations down its residual stream,
+        // and every ReLU gradient and convolution meeting them paid for the mismatch (a ReLU
+        // gradient over mixed layouts is a strided loop, 10x slower).
+        if out.size()[1] > 1 && out.stride()[1] != 1 {
+            super::channels_last(&out)
+        } else {
+            out
+        }
     }
 }
 
@@ -266,6 +276,34 @@ impl SnEmbedding {
 mod tests {
     use super::*;
     use tch::Device;
+
+    #[test]
+    fn convolutions_hand_on_channels_last_activations_whatever_their_input() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let reg = SnRegistry::new(1e-12);
+        reg.refresh(SnMode::PowerIteration);
+        // One input channel or a 1x1 kernel: strides that fit both layouts, which libtorch reads
+        // as NCHW.
+        for (c_in, k) in [(1, 3), (1, 1), (8, 1), (8, 3)] {
+            let conv = SnConv2d::new(&reg, vs.root() / format!("c{c_in}_{k}"), c_in, 16, k, true);
+            reg.refresh(SnMode::PowerIteration);
+            for x in [
+                Tensor::randn([4, c_in, 8, 8], (tch::Kind::Float, Device::Cpu)),
+                crate::model::channels_last(&Tensor::randn(
+                    [4, c_in, 8, 8],
+                    (tch::Kind::Float, Device::Cpu),
+                )),
+            ] {
+                let out = conv.forward(&x);
+                assert_eq!(
+                    out.stride()[1],
+                    1,
+                    "{c_in} channel(s), {k}x{k} kernel: output strides {:?}",
+                    out.stride()
+                );
+            }
+        }
+    }
 
     #[test]
     fn power_iteration_converges_to_the_top_singular_value() {
