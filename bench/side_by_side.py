@@ -55,11 +55,30 @@ def resolve_config(sagan, config, setargs, path):
     return path
 
 
+def cpu_jiffies():
+    """(steal, total) jiffies of all CPUs from /proc/stat; (0, 0) where there is none."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return 0, 0
+    # user nice system idle iowait irq softirq steal guest guest_nice; guests are inside user.
+    return fields[7], sum(fields[:8])
+
+
 def run_json(cmd, env=None):
+    """Runs `cmd`, returns its last JSON line plus `steal_share`: the part of this VM's CPU time
+    that its hypervisor gave to others during the run. Lockstep ranks wait for whichever core
+    lost more, so it shows up as all-reduce waiting."""
+    steal0, total0 = cpu_jiffies()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         sys.exit(f"failed ({out.returncode}): {' '.join(cmd)}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    return last_json(out.stdout)
+    res = last_json(out.stdout)
+    steal1, total1 = cpu_jiffies()
+    if total1 > total0:
+        res["steal_share"] = (steal1 - steal0) / (total1 - total0)
+    return res
 
 
 def run_pair(cmd):
@@ -159,7 +178,8 @@ def main():
                               f"{res['pair_images_per_s']:.2f} images/s together", flush=True)
                     results[name].append(res)
                     print(f"  {cname} {mode} round {r + 1} {name}: {res['images_per_s']:.2f} images/s "
-                          f"(median step {res['median_step_s'] * 1e3:.0f} ms)", flush=True)
+                          f"(median step {res['median_step_s'] * 1e3:.0f} ms, "
+                          f"VM steal {res.get('steal_share', 0) * 100:.1f}% of CPU time)", flush=True)
                     if args.phases and res.get("phases_ms"):
                         print("    " + ", ".join(f"{p} {ms:.1f}" for p, ms in res["phases_ms"]))
             rows.append((cname, mode, results, flops.get(mbatch)))
@@ -179,12 +199,20 @@ def main():
                 line += f"  vs {names[0]} {statistics.median(rs):.2f}x"
             rss = max(max(x["peak_rss_mib"]) for x in results[n])
             line += f"  peak RSS {rss:.0f} MiB/rank"
+            steal = [x["steal_share"] for x in results[n] if "steal_share" in x]
+            if steal:
+                line += f", VM steal {statistics.median(steal) * 100:.1f}%"
             share = [x.get("allreduce_share") for x in results[n] if x.get("allreduce_share") is not None]
             if share and mode.startswith("2"):
                 line += f", all-reduce {statistics.median(share) * 100:.1f}% of step"
                 pure = [x["allreduce_transfer_share"] for x in results[n] if "allreduce_transfer_share" in x]
                 if pure:
                     line += f" ({statistics.median(pure) * 100:.1f}% without waiting for the other rank)"
+                per_rank = [x["allreduce_share_per_rank"] for x in results[n] if "allreduce_share_per_rank" in x]
+                if per_rank:
+                    # A rank that waits least in every round is the one the others wait for.
+                    line += "; by rank, rounds: " + " | ".join(
+                        "/".join(f"{v * 100:.1f}" for v in r) for r in per_rank) + " %"
             print(line)
         if flops:
             procs, threads = (int(v) for v in mode.partition("b")[0].split("x"))

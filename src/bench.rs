@@ -68,6 +68,11 @@ pub struct TrainFigures {
     /// Share of the timed steps spent inside the gradient all-reduces, waiting for the slower
     /// rank included.
     pub allreduce_share: f64,
+    /// The same share on each rank: a rank that always waits least is the one the others wait
+    /// for, a systematic imbalance rather than step-to-step noise.
+    pub allreduce_share_per_rank: Vec<f64>,
+    /// Mean milliseconds per step each rank spent outside the all-reduces (its own work).
+    pub work_ms_per_rank: Vec<f64>,
     /// Gradient averaging alone (ranks lined up first, see
     /// [`crate::train::Trainer::time_gradient_averaging`]) as a share of the median step; 0 for
     /// one rank.
@@ -120,6 +125,21 @@ pub fn train(cfg: &Config, warmup: i64, steps: i64, phases: bool) -> Result<Opti
         0.0
     };
     let rss = comm.all_gather_bytes(&peak_rss_kib().to_le_bytes())?;
+    let f64s = |b: &Vec<u8>, i: usize| {
+        b.get(i * 8..i * 8 + 8)
+            .and_then(|s| s.try_into().ok())
+            .map_or(f64::NAN, f64::from_le_bytes)
+    };
+    let mine = [
+        comm_seconds / total.max(1e-12),
+        (total - comm_seconds) * 1e3 / steps.max(1) as f64,
+    ];
+    let per_rank = comm.all_gather_bytes(
+        &mine
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<_>>(),
+    )?;
     let phases_ms = t
         .phases
         .take()
@@ -141,6 +161,8 @@ pub fn train(cfg: &Config, warmup: i64, steps: i64, phases: bool) -> Result<Opti
         images_per_s: cfg.train.batch_size as f64 / median_step_s,
         allreduce_share: comm_seconds / total.max(1e-12),
         allreduce_transfer_share: transfer / median_step_s.max(1e-12),
+        allreduce_share_per_rank: per_rank.iter().map(|b| f64s(b, 0)).collect(),
+        work_ms_per_rank: per_rank.iter().map(|b| f64s(b, 1)).collect(),
         peak_rss_mib: rss
             .iter()
             .map(|b| {

@@ -253,6 +253,19 @@ fn bench_train_reports_throughput_memory_and_the_all_reduce_of_both_ranks() {
         let share = v[key].as_f64().unwrap();
         assert!(share > 0.0 && share < 1.0, "{key} = {share}: {line}");
     }
+    // Each rank's own share and work: rank 0's share is the headline figure, and every rank
+    // did some work of its own outside the all-reduces.
+    let shares = v["allreduce_share_per_rank"].as_array().unwrap();
+    let work = v["work_ms_per_rank"].as_array().unwrap();
+    assert_eq!((shares.len(), work.len()), (2, 2), "{line}");
+    assert_eq!(shares[0], v["allreduce_share"], "{line}");
+    assert!(
+        shares
+            .iter()
+            .all(|s| (0.0..1.0).contains(&s.as_f64().unwrap())),
+        "{line}"
+    );
+    assert!(work.iter().all(|w| w.as_f64().unwrap() > 0.0), "{line}");
     let phases: Vec<&str> = v["phases_ms"]
         .as_array()
         .unwrap()
