@@ -3,9 +3,10 @@
     .venv/bin/python bench/side_by_side.py [--configs fmnist32,cifar10_32] [--modes 1x1,1x2,2x1]
         [--rounds 2] [--sagan target/release/sagan] [--bin NAME=OTHER_BINARY ...] [--flops] [--phases]
 
-For each config and mode (processes x intra-op threads; 2x1 is sagan under mpirun against DDP over
-gloo under the same mpirun) the implementations run one after the other, alternating, `--rounds`
-times (this machine's speed drifts by 20 % from minute to minute: only interleaved runs compare).
+For each config, every mode (processes x intra-op threads; 2x1 is sagan under mpirun against DDP
+over gloo under the same mpirun) and implementation runs once per round, in alternating order,
+`--rounds` times (this machine's speed drifts by 20 % from minute to minute: only interleaved runs
+compare).
 Each run times steps after a warm-up and reports its median step; the table gives images/s per
 round, the median over rounds, the ratio sagan / PyTorch (median of the per-round ratios), the
 peak RSS per rank and, with --flops, achieved GFLOP/s and the fraction of the CPU's SGEMM rate.
@@ -82,13 +83,16 @@ def run_json(cmd, env=None):
 
 
 def run_pair(cmd):
-    """Two copies of `cmd` at the same time, each on its own core; their JSON lines."""
+    """Two copies of `cmd` at the same time, each on its own core: their JSON lines, and the VM's
+    steal share during the pair."""
+    steal0, total0 = cpu_jiffies()
     procs = [subprocess.Popen(["taskset", "-c", str(i), *cmd], stdout=subprocess.PIPE, text=True)
              for i in range(2)]
     outs = [p.communicate()[0] for p in procs]
     if any(p.returncode for p in procs):
         sys.exit(f"failed: {' '.join(cmd)}")
-    return [last_json(o) for o in outs]
+    steal1, total1 = cpu_jiffies()
+    return [last_json(o) for o in outs], (steal1 - steal0) / max(total1 - total0, 1)
 
 
 def sgemm_gflops(threads):
@@ -122,6 +126,9 @@ def main():
     ap.add_argument("--ceiling", action="store_true",
                     help="with 1x1bN modes: also run two independent 1x1bN sagan processes at once, the "
                          "machine's own limit for 2 ranks (shared caches, memory bandwidth, clocks)")
+    ap.add_argument("--device", default="cpu",
+                    help="the PyTorch side's device (cuda on a GPU machine); a single sagan rank takes the "
+                         "GPU by itself when one is there, and each run prints where it trained")
     ap.add_argument("--torch-args", default="", help="extra bench/torch_sagan.py options, e.g. --channels-last")
     args = ap.parse_args()
 
@@ -143,6 +150,7 @@ def main():
             sets.append(f"data.path={cifar}")
         config = ROOT / "configs" / f"{cname}.toml"
         flops = {}  # per batch-size override
+        setups = []
         for mode in args.modes.split(","):
             # "2x1": 2 processes x 1 thread; "1x1b32": with train.batch_size = 32 (scaling checks).
             shape, _, mbatch = mode.partition("b")
@@ -156,33 +164,41 @@ def main():
             if args.flops and procs * threads not in sgemm:
                 sgemm[procs * threads] = sgemm_gflops(procs * threads)
             prefix = MPIRUN + [str(procs)] if procs > 1 else []
-            results = {name: [] for name, _ in impls}
-            for r in range(args.rounds):
-                order = impls if r % 2 == 0 else impls[::-1]
-                for name, binary in order:
-                    if binary:
-                        cmd = prefix + [binary, "bench-train", "--config", str(config), *setargs,
-                                        "--warmup", str(warmup), "--steps", str(steps)]
-                        if args.phases:
-                            cmd.append("--phases")
-                        env = None
-                    else:
-                        cmd = prefix + [PYTHON, str(ROOT / "bench/torch_sagan.py"), str(resolved),
-                                        "--warmup", str(warmup), "--steps", str(steps), "--threads", str(threads),
-                                        *args.torch_args.split(), *(["--phases"] if args.phases else [])]
-                        env = dict(os.environ, MASTER_PORT=str(random.randrange(20000, 60000)))
+            cmds = {}
+            for name, binary in impls:
+                if binary:
+                    cmds[name] = (prefix + [binary, "bench-train", "--config", str(config), *setargs,
+                                            "--warmup", str(warmup), "--steps", str(steps),
+                                            *(["--phases"] if args.phases else [])], None)
+                else:
+                    cmds[name] = (prefix + [PYTHON, str(ROOT / "bench/torch_sagan.py"), str(resolved),
+                                            "--warmup", str(warmup), "--steps", str(steps), "--threads",
+                                            str(threads), "--device", args.device, *args.torch_args.split(),
+                                            *(["--phases"] if args.phases else [])], "torch")
+            pair = args.ceiling and bool(mbatch) and procs == 1
+            setups.append((mode, cmds, pair, {name: [] for name, _ in impls}, flops.get(mbatch)))
+        # Every round runs every mode and implementation, alternating their order, so that a ratio
+        # between modes (the scaling efficiency) also compares neighbours in time.
+        for r in range(args.rounds):
+            for mode, cmds, pair, results, _ in setups if r % 2 == 0 else setups[::-1]:
+                for name, _ in impls if r % 2 == 0 else impls[::-1]:
+                    cmd, kind = cmds[name]
+                    env = dict(os.environ, MASTER_PORT=str(random.randrange(20000, 60000))) if kind else None
                     res = run_json(cmd, env)
-                    if args.ceiling and binary and mbatch and procs == 1:
-                        res["pair_images_per_s"] = sum(p["images_per_s"] for p in run_pair(cmd))
+                    if pair and not kind:
+                        both, steal = run_pair(cmd)
+                        res["pair_images_per_s"] = sum(p["images_per_s"] for p in both)
                         print(f"  {cname} {mode} round {r + 1} {name}: two at once, "
-                              f"{res['pair_images_per_s']:.2f} images/s together", flush=True)
+                              f"{res['pair_images_per_s']:.2f} images/s together "
+                              f"(VM steal {steal * 100:.1f}% of CPU time)", flush=True)
                     results[name].append(res)
-                    print(f"  {cname} {mode} round {r + 1} {name}: {res['images_per_s']:.2f} images/s "
+                    print(f"  {cname} {mode} round {r + 1} {name} on {res.get('device', 'cpu')}: "
+                          f"{res['images_per_s']:.2f} images/s "
                           f"(median step {res['median_step_s'] * 1e3:.0f} ms, "
                           f"VM steal {res.get('steal_share', 0) * 100:.1f}% of CPU time)", flush=True)
                     if args.phases and res.get("phases_ms"):
                         print("    " + ", ".join(f"{p} {ms:.1f}" for p, ms in res["phases_ms"]))
-            rows.append((cname, mode, results, flops.get(mbatch)))
+        rows += [(cname, mode, results, fl) for mode, _, _, results, fl in setups]
     print()
     names = [n for n, _ in impls]
     for cname, mode, results, flops in rows:

@@ -1,6 +1,7 @@
 """The sagan model and training step in plain PyTorch eager, for side-by-side timing (bench/side_by_side.py).
 
     python bench/torch_sagan.py CONFIG.toml [--steps N] [--warmup K] [--threads T] [--profile FILE] [--flops]
+        [--device cuda] [--autocast bf16|fp16]
     mpirun -np 2 python bench/torch_sagan.py CONFIG.toml ...   (DDP over gloo, one rank per process)
 
 CONFIG.toml is a *resolved* sagan config (`sagan show-config --config ... --set ...` prints one), so
@@ -12,7 +13,10 @@ Adam (torch.optim.Adam, PyTorch's default implementation on CPU), EMA of G, and 
 backward; Adam on D; D renormalised without a power iteration; G step through D with D's parameters
 frozen (requires_grad off, as StudioGAN does); Adam on G; EMA (G_ema power iteration when averaging).
 The noise is drawn per step for the whole global batch, each rank taking its rows, as sagan does.
-The losses are read to the host every step (sagan does too, to log and to stop on divergence).
+The losses are read to the host every step (sagan does too, to log and to stop on divergence), so
+on a GPU each step ends with the device idle and the wall time per step is the GPU's time.
+--autocast runs the three forwards under torch.autocast (the losses and SN's power iteration stay
+fp32), the mixed precision a PyTorch user would reach for first.
 
 Data: real images are synthetic (uniform in [-1, 1], random labels) from a pool held in memory: the
 data's content does not change the arithmetic's cost, and sagan's loader cuts its batches on other
@@ -28,7 +32,10 @@ import resource
 import statistics
 import sys
 import time
-import tomllib
+try:
+    import tomllib
+except ImportError:  # Python < 3.11 (a GPU machine's own Python, say)
+    import tomli as tomllib
 
 import torch
 import torch.nn as nn
@@ -304,7 +311,18 @@ def main():
     ap.add_argument("--phases", action="store_true", help="time each phase of the step (as sagan bench-train)")
     ap.add_argument("--channels-last", action="store_true", help="NHWC activations and weights")
     ap.add_argument("--fused-adam", action="store_true", help="torch.optim.Adam(fused=True)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ap.add_argument("--autocast", choices=["none", "bf16", "fp16"], default="none",
+                    help="forwards under torch.autocast with this dtype")
     args = ap.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit(f"--device {args.device}: this torch ({torch.__version__}) sees no CUDA device")
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.autocast)
+
+    def autocast():
+        return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+
     global CHANNELS_LAST
     CHANNELS_LAST = args.channels_last
 
@@ -326,6 +344,8 @@ def main():
             for _ in range(50):
                 sn.power_iteration()
     g_ema.load_state_dict(g.state_dict())
+    for net in (g, d, g_ema):
+        net.to(device)
     ema = Ema(g, g_ema, t["ema_decay"], t["ema_start"])
     betas = (t["beta1"], t["beta2"])
     if CHANNELS_LAST:
@@ -345,24 +365,27 @@ def main():
     global_batch, z_dim, classes = t["batch_size"], m["z_dim"], m["num_classes"]
     batch = global_batch // world
     res, ch = m["resolution"], m["img_channels"]
-    pool_x = torch.rand(args.pool, ch, res, res) * 2 - 1
+    pool_x = (torch.rand(args.pool, ch, res, res) * 2 - 1).to(device)
     if CHANNELS_LAST:
         pool_x = pool_x.contiguous(memory_format=torch.channels_last)
-    pool_y = torch.randint(classes, (args.pool,))
-    perm = torch.randperm(args.pool)
+    pool_y = torch.randint(classes, (args.pool,)).to(device)
+    perm = torch.randperm(args.pool).to(device)
     seed = t.get("seed", 0)
 
     def noise(step, phase):
         torch.manual_seed(step_seed(seed, step, phase))
         z = torch.randn(global_batch, z_dim)
         y = torch.randint(classes, (global_batch,))
-        return z[rank * batch:(rank + 1) * batch], y[rank * batch:(rank + 1) * batch]
+        rows = slice(rank * batch, (rank + 1) * batch)
+        return z[rows].to(device, non_blocking=True), y[rows].to(device, non_blocking=True)
 
     phases = {}
     clock = [time.perf_counter()]
 
     def mark(name):
         if args.phases:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             now = time.perf_counter()
             phases[name] = phases.get(name, 0.0) + now - clock[0]
             clock[0] = now
@@ -379,11 +402,12 @@ def main():
         x, y = pool_x[idx], pool_y[idx]
         z, y_fake = noise(step, 0)
         mark("data and noise")
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             fake = g(z, y_fake)
         mark("D step: G forward (no grad)")
-        d_real = d_train(x, y)
-        d_fake = d_train(fake, y_fake)
+        with autocast():
+            d_real = d_train(x, y).float()
+            d_fake = d_train(fake, y_fake).float()
         l_real = F.relu(1.0 - d_real).mean()
         l_fake = F.relu(1.0 + d_fake).mean()
         mark("D step: D forward")
@@ -397,7 +421,9 @@ def main():
         d.requires_grad_(False)
         z, y = noise(step, 1)
         mark("data and noise")
-        g_loss = -d(g_train(z, y), y).mean()
+        with autocast():
+            g_out = d(g_train(z, y), y).float()
+        g_loss = -g_out.mean()
         mark("G step: G and D forward")
         opt_g.zero_grad()
         g_loss.backward()
@@ -453,7 +479,11 @@ def main():
             "peak_rss_mib": [r / 1024 for r in all_rss],
             "g_params": sum(p.numel() for p in g.parameters()),
             "d_params": sum(p.numel() for p in d.parameters()),
+            "device": str(device),
+            "autocast": args.autocast,
         }
+        if device.type == "cuda":
+            out["peak_device_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
         if args.flops:
             out["flops_per_iter"] = flops
         if args.phases:

@@ -3,7 +3,8 @@
 # runs the carried, stripped release binary against that machine's own libtorch.
 #   launch/gpu-check.sh [extra args for `sagan gpu-check`]
 # Env: SAGAN_BIN (default target/release/sagan), PYTHON (default python3), SAGAN_DATA (a copy of
-# the Fashion-MNIST IDX files, default .cache/fashion-mnist, used when /usr/share/datasets lacks them).
+# the Fashion-MNIST IDX files, default .cache/fashion-mnist, used when /usr/share/datasets lacks them),
+# SAGAN_GPU_TIMING (1: also time sagan against PyTorch eager on the GPU, fp32 and bf16; 0: skip).
 # Prepare here, where Rust and the data exist (no libmpi on the GPU machine, hence no `mpi` feature):
 #   cargo build --release --no-default-features --target-dir target/gpu && strip -o target/release/sagan-gpu target/gpu/release/sagan
 #   mkdir -p .cache/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*.gz .cache/fashion-mnist/
@@ -76,6 +77,23 @@ if [ -n "$NCCL_DIR" ]; then
     ln -s "$NCCL_DIR/libnccl.so.2" "$LINKS/libnccl.so"
     step "sagan gpu-check $* (NCCL: cudarc's loader, libnccl.so -> $NCCL_DIR/libnccl.so.2)"
     LD_LIBRARY_PATH="$LINKS:$LD_LIBRARY_PATH" "$BIN" gpu-check "$@" || { echo "FAIL: exit $?"; rc=1; }
+fi
+
+# Timing, last and apart from the verdict: sagan against the same model in PyTorch eager on this
+# GPU (bench/side_by_side.py, one process each, alternating), fp32 on both sides, then PyTorch
+# under bf16 autocast. SAGAN_GPU_TIMING=0 skips it.
+if [ "${SAGAN_GPU_TIMING:-1}" = 1 ]; then
+    timing() {
+        step "timing: $*"
+        SAGAN_PYTHON="$PY" "$PY" bench/side_by_side.py --sagan "$BIN" --device cuda --modes 1x1 \
+            --rounds 2 --warmup 10 --steps 40 "$@" || echo "WARN: timing failed (exit $?)"
+    }
+    fm=()
+    if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ -d "$DATA" ]; then
+        fm=(--set "data.path=$DATA")
+    fi
+    timing --configs fmnist32,cifar10_32 ${fm[@]+"${fm[@]}"}
+    timing --configs cifar10_32 --torch-args "--autocast bf16"
 fi
 
 step "result"

@@ -61,6 +61,8 @@ pub struct TrainFigures {
     #[serde(rename = "impl")]
     pub implementation: &'static str,
     pub world: usize,
+    /// Where rank 0 trained: "cpu" or "cuda:N".
+    pub device: String,
     pub threads: i32,
     pub global_batch: i64,
     pub median_step_s: f64,
@@ -155,6 +157,10 @@ pub fn train(cfg: &Config, warmup: i64, steps: i64, phases: bool) -> Result<Opti
     let figures = TrainFigures {
         implementation: "sagan",
         world: comm.size(),
+        device: match rank.device {
+            Device::Cuda(i) => format!("cuda:{i}"),
+            _ => "cpu".into(),
+        },
         threads: tch::get_num_threads(),
         global_batch: cfg.train.batch_size,
         median_step_s,
