@@ -5,6 +5,7 @@
 # Env: SAGAN_BIN (default target/release/sagan), PYTHON (default python3), SAGAN_DATA (a copy of
 # the Fashion-MNIST IDX files, default .cache/fashion-mnist, used when /usr/share/datasets lacks them),
 # SAGAN_GPU_TIMING (1: also time sagan against PyTorch eager on the GPU, fp32 and bf16; 0: skip).
+# `sagan gpu-check` itself trains the config as given, then the same under bf16 autocast.
 # Prepare here, where Rust and the data exist (no libmpi on the GPU machine, hence no `mpi` feature):
 #   cargo build --release --no-default-features --target-dir target/gpu && strip -o target/release/sagan-gpu target/gpu/release/sagan
 #   mkdir -p .cache/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*.gz .cache/fashion-mnist/
@@ -80,7 +81,7 @@ if [ -n "$NCCL_DIR" ]; then
 fi
 
 # Timing, last and apart from the verdict: sagan against the same model in PyTorch eager on this
-# GPU (bench/side_by_side.py, one process each, alternating), fp32 on both sides, then PyTorch
+# GPU (bench/side_by_side.py, one process each, alternating), fp32 on both sides, then both
 # under bf16 autocast. SAGAN_GPU_TIMING=0 skips it.
 if [ "${SAGAN_GPU_TIMING:-1}" = 1 ]; then
     timing() {
@@ -93,7 +94,7 @@ if [ "${SAGAN_GPU_TIMING:-1}" = 1 ]; then
         fm=(--set "data.path=$DATA")
     fi
     timing --configs fmnist32,cifar10_32 ${fm[@]+"${fm[@]}"}
-    timing --configs cifar10_32 --torch-args "--autocast bf16"
+    timing --configs cifar10_32 --torch-args "--autocast bf16" --set 'train.autocast="bf16"'
 fi
 
 step "result"

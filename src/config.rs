@@ -93,6 +93,19 @@ pub struct TrainConfig {
     pub keep_checkpoints: i64,
     /// How the C allocator serves this process's CPU tensors (see `crate::alloc`).
     pub host_memory: HostMemory,
+    /// Mixed precision for the step's forwards (see `crate::autocast`).
+    pub autocast: Autocast,
+}
+
+/// The training step's forwards under libtorch's autocast, or in fp32.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Autocast {
+    /// Everything in fp32.
+    Off,
+    /// Convolutions and matrix products in bf16; weights, gradients, optimiser state, spectral
+    /// norm's power iteration and the losses in fp32.
+    Bf16,
 }
 
 /// The C allocator's policy for CPU tensors: peak memory against page faults.
@@ -296,6 +309,7 @@ impl Default for TrainConfig {
             checkpoint_every: 1000,
             keep_checkpoints: 3,
             host_memory: HostMemory::MapLarge,
+            autocast: Autocast::Off,
         }
     }
 }

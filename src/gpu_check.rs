@@ -5,7 +5,7 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::store;
-use crate::config::Config;
+use crate::config::{Autocast, Config};
 use crate::dist::nccl::NcclComm;
 use crate::dist::{device, Comm, LocalComm};
 use crate::error::{Error, Result};
@@ -16,23 +16,11 @@ pub fn run(cfg: Config, steps: i64) -> Result<()> {
     device::require_cuda("gpu-check")?;
     println!("CUDA devices: {}", tch::Cuda::device_count());
     let dev = Device::Cuda(0);
-    let batch = cfg.train.batch_size;
-    let mut t = Trainer::new(cfg, &LocalComm, dev)?;
-    for _ in 0..3 {
-        t.train_step()?;
-    }
-    tch::Cuda::synchronize(0);
-    let t0 = Instant::now();
-    let mut last = None;
-    for _ in 0..steps {
-        last = Some(t.train_step()?);
-    }
-    tch::Cuda::synchronize(0);
-    let secs = t0.elapsed().as_secs_f64();
-    println!(
-        "training on {dev:?}: {steps} steps of batch {batch} in {secs:.2} s = {:.1} images/s; last step {last:?}",
-        (steps * batch) as f64 / secs
-    );
+    let mut bf16 = cfg.clone();
+    let t = timed_training(cfg, dev, steps)?;
+    // The same steps under bf16 autocast (a train step fails on a non-finite loss or gradient).
+    bf16.train.autocast = Autocast::Bf16;
+    drop(timed_training(bf16, dev, steps)?);
 
     checkpoint_round_trip(&t)?;
 
@@ -66,6 +54,29 @@ pub fn run(cfg: Config, steps: i64) -> Result<()> {
         (n * 4) as f64 / secs / 1e9
     );
     Ok(())
+}
+
+/// A trainer on `dev` after 3 warm-up and `steps` timed steps, whose rate it prints.
+fn timed_training(cfg: Config, dev: Device, steps: i64) -> Result<Trainer> {
+    let (batch, precision) = (cfg.train.batch_size, cfg.train.autocast);
+    let mut t = Trainer::new(cfg, &LocalComm, dev)?;
+    for _ in 0..3 {
+        t.train_step()?;
+    }
+    tch::Cuda::synchronize(0);
+    let t0 = Instant::now();
+    let mut last = None;
+    for _ in 0..steps {
+        last = Some(t.train_step()?);
+    }
+    tch::Cuda::synchronize(0);
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "training on {dev:?}, autocast {precision:?}: {steps} steps of batch {batch} in {secs:.2} s = \
+         {:.1} images/s; last step {last:?}",
+        (steps * batch) as f64 / secs
+    );
+    Ok(t)
 }
 
 /// A checkpoint of the CUDA trainer written, read back and restored into a fresh trainer: every

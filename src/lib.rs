@@ -1,5 +1,6 @@
 //! sagan: a data-parallel trainer for Self-Attention GANs (Zhang et al. 2018) on libtorch.
 pub mod alloc;
+pub mod autocast;
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;

@@ -24,11 +24,19 @@ fn sorted(mut v: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
     v
 }
 
-#[test]
-fn replicas_stay_bitwise_identical_over_30_steps() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = small(dir.path(), 30);
+/// Trains 2 ranks for `steps` steps with `sets` and returns rank 0's dumped state, after
+/// checking that every dumped tensor (weights, G_ema, Adam moments, u vectors, BN statistics) is
+/// bitwise the same on both ranks and that no periodic check had to repair a drift.
+fn train_and_check_replicas(
+    dir: &std::path::Path,
+    steps: i64,
+    sets: &[&str],
+) -> Vec<(String, Tensor)> {
+    let mut args = small(dir, steps);
     args.extend(["--set".into(), "dist.dump_rank_state=true".into()]);
+    for s in sets {
+        args.extend(["--set".into(), s.to_string()]);
+    }
     let out = mpirun(2)
         .arg(bin())
         .args(["train", "--config", &default_config()])
@@ -37,16 +45,14 @@ fn replicas_stay_bitwise_identical_over_30_steps() {
         .unwrap();
     let text = ok(&out);
     assert!(text.contains("2 rank(s), backend mpi"), "{text}");
-    // The checks at steps 10, 20 and 30 re-broadcast whatever differs, which would hide drift from
-    // the comparison below: none may have been needed.
+    // The periodic checks re-broadcast whatever differs, which would hide drift from the
+    // comparison below: none may have been needed.
     let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["resyncs"], 0, "ranks drifted apart: {summary}");
     let load = |r: usize| {
         sorted(
-            Tensor::read_safetensors(dir.path().join(format!("rank_state/rank{r}.safetensors")))
-                .unwrap(),
+            Tensor::read_safetensors(dir.join(format!("rank_state/rank{r}.safetensors"))).unwrap(),
         )
     };
     let (a, b) = (load(0), load(1));
@@ -76,6 +82,37 @@ fn replicas_stay_bitwise_identical_over_30_steps() {
         .find(|(n, _)| n.starts_with("adam_D.exp_avg."))
         .unwrap();
     assert!(m.1.abs().sum(tch::Kind::Double).double_value(&[]) > 0.0);
+    a
+}
+
+#[test]
+fn replicas_stay_bitwise_identical_over_30_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    train_and_check_replicas(dir.path(), 30, &[]);
+}
+
+#[test]
+fn bf16_autocast_trains_in_bf16_and_keeps_replicas_bitwise_identical() {
+    let (fp32, bf16) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = train_and_check_replicas(fp32.path(), 8, &[]);
+    let b = train_and_check_replicas(bf16.path(), 8, &["train.autocast=\"bf16\""]);
+    // Same seed, same data: only the forwards' precision differs, and it shows in the weights,
+    // which stay fp32 and finite.
+    let mut differ = 0;
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!((na, ta.kind()), (nb, tb.kind()));
+        assert!(
+            bool::try_from(tb.isfinite().all()).unwrap(),
+            "{nb} is not finite under bf16"
+        );
+        if na.starts_with("G.") && !ta.equal(tb) {
+            differ += 1;
+        }
+    }
+    assert!(
+        differ > 0,
+        "bf16 autocast left every weight of G as fp32 made it"
+    );
 }
 
 #[test]

@@ -15,6 +15,8 @@ pub const SAFE_TO_CHANGE: &[&str] = &[
     "train.keep_checkpoints",
     "train.threads",
     "train.host_memory",
+    // Weights and optimiser state are fp32 either way: a run may resume in another precision.
+    "train.autocast",
     "data.path",
     "data.workers",
     "data.prefetch",

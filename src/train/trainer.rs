@@ -247,6 +247,11 @@ impl Trainer {
         }
     }
 
+    /// Runs a forward under `train.autocast` (losses and everything outside stay fp32).
+    fn amp<T>(&self, f: impl FnOnce() -> T) -> T {
+        crate::autocast::run(self.cfg.train.autocast, self.device, f)
+    }
+
     /// Turns gradient tracking of D's trainable parameters off (`frozen`) or back on.
     fn freeze_d(&self, frozen: bool) {
         for (_, p) in self.opt_d.params() {
@@ -267,16 +272,19 @@ impl Trainer {
             let real = self.loader().next_batch()?;
             let (z, y_fake) = self.noise(i);
             self.mark("data and noise");
-            let fake = tch::no_grad(|| self.g.forward(&z, &y_fake, BnMode::Train));
+            let fake = tch::no_grad(|| self.amp(|| self.g.forward(&z, &y_fake, BnMode::Train)));
             self.mark("D step: G forward (no grad)");
             // D has no batch-coupled layer (no batch norm): one forward of real and fake images
             // together computes the same function of each image as two forwards, with GEMMs
             // twice as tall and half the op dispatches.
             let n_real = real.images.size()[0];
-            let logits = self.d.forward(
-                &Tensor::cat(&[&real.images, &fake], 0),
-                &Tensor::cat(&[&real.labels, &y_fake], 0),
-            );
+            let logits = self.amp(|| {
+                self.d.forward(
+                    &Tensor::cat(&[&real.images, &fake.to_kind(real.images.kind())], 0),
+                    &Tensor::cat(&[&real.labels, &y_fake], 0),
+                )
+            });
+            let logits = logits.to_kind(Kind::Float);
             let d_real = logits.narrow(0, 0, n_real);
             let d_fake = logits.narrow(0, n_real, logits.size()[0] - n_real);
             let (l_real, l_fake) = loss::d_hinge(&d_real, &d_fake);
@@ -304,7 +312,8 @@ impl Trainer {
         // its biases and attention gammas are frozen for this backward (D's gradients are zeroed
         // before its next step anyway, so nothing else changes).
         self.freeze_d(true);
-        let g_loss = loss::g_hinge(&self.d.forward(&self.g.forward(&z, &y, BnMode::Train), &y));
+        let logits = self.amp(|| self.d.forward(&self.g.forward(&z, &y, BnMode::Train), &y));
+        let g_loss = loss::g_hinge(&logits.to_kind(Kind::Float));
         self.mark("G step: G and D forward");
         self.opt_g.zero_grad();
         g_loss.backward();
