@@ -44,7 +44,7 @@ pub fn all_reduce(cfg: &Config, iters: usize) -> Result<Option<AllReduceFigures>
     let bucket_bytes = (cfg.dist.bucket_mb * 1024.0 * 1024.0) as usize;
     let bytes: usize = params.iter().map(|(_, p)| p.numel() * 4).sum();
     let mut buckets = GradientBuckets::new("bench", &params, bucket_bytes)?;
-    let bucketed = median_time(iters, || buckets.all_reduce(comm, 0).map(|_| ()))?;
+    let bucketed = median_time(iters, || buckets.all_reduce(comm).map(|_| ()))?;
     let mut flat = Tensor::ones([(bytes / 4) as i64], (Kind::Float, Device::Cpu));
     let raw = median_time(iters, || comm.all_reduce_sum(&mut flat))?;
     launch::finalize(comm);

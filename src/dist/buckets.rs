@@ -107,11 +107,14 @@ impl GradientBuckets {
         Ok(b)
     }
 
-    /// Averages the gradients over all ranks in place and returns the global gradient norm.
-    /// Fails (naming the step and the parameters) when an averaged gradient is not finite.
-    pub fn all_reduce(&mut self, comm: &dyn Comm, step: i64) -> Result<f64> {
+    /// Averages the gradients over all ranks in place and returns the squared global gradient
+    /// norm: a 0-dim f64 tensor on the gradients' device, not read to the host, so that a GPU
+    /// step is never stalled here. A NaN or infinity anywhere makes it non-finite; the trainer
+    /// reads it with the step's statistics and then asks [`GradientBuckets::not_finite`] for
+    /// the culprits.
+    pub fn all_reduce(&mut self, comm: &dyn Comm) -> Result<Tensor> {
         let world = comm.size() as f64;
-        let mut sq_norm = 0.0;
+        let mut sq_norm: Option<Tensor> = None;
         let _guard = tch::no_grad_guard();
         for (range, flat) in self.ranges.iter().zip(&mut self.buffers) {
             let grads: Vec<Tensor> = if self.in_place {
@@ -122,7 +125,7 @@ impl GradientBuckets {
                     .map(|(_, p)| p.grad().view([-1]))
                     .collect()
             };
-            if comm.size() > 1 {
+            let sq = if comm.size() > 1 {
                 if !self.in_place {
                     let _ = Tensor::f_cat_out(flat, &grads, 0)?;
                 }
@@ -130,35 +133,56 @@ impl GradientBuckets {
                 comm.all_reduce_sum(flat)?;
                 self.comm_seconds += t0.elapsed().as_secs_f64();
                 let _ = flat.g_div_scalar_(world);
+                if !self.in_place {
+                    // One op for the whole bucket: per-tensor copies cost more in dispatch than
+                    // in bytes.
+                    let sizes: Vec<i64> = grads.iter().map(|g| g.numel() as i64).collect();
+                    flat.f_split_with_sizes_copy_out(&grads, sizes.as_slice(), 0)?;
+                }
+                // One pass, no temporary: the norm also carries any NaN or infinity.
+                flat.norm().to_kind(Kind::Double).square()
+            } else if self.in_place {
+                flat.norm().to_kind(Kind::Double).square()
             } else {
-                // A single rank only needs the norm: no copy at all, and one read to the host
-                // for the whole bucket rather than one per tensor.
-                let sq = if self.in_place {
-                    flat.norm().double_value(&[]).powi(2)
-                } else {
-                    let norms: Vec<Tensor> = grads.iter().map(|g| g.norm()).collect();
-                    Tensor::stack(&norms, 0)
-                        .to_kind(Kind::Double)
-                        .square()
-                        .sum(Kind::Double)
-                        .double_value(&[])
-                };
-                check_finite(sq, &self.net, step, &self.params[range.clone()])?;
-                sq_norm += sq;
-                continue;
-            }
-            // One pass, no temporary: the norm also exposes any NaN or infinity.
-            let sq = flat.norm().double_value(&[]).powi(2);
-            check_finite(sq, &self.net, step, &self.params[range.clone()])?;
-            sq_norm += sq;
-            if !self.in_place {
-                // One op for the whole bucket: per-tensor copies cost more in dispatch than in
-                // bytes.
-                let sizes: Vec<i64> = grads.iter().map(|g| g.numel() as i64).collect();
-                flat.f_split_with_sizes_copy_out(&grads, sizes.as_slice(), 0)?;
-            }
+                // A single rank only needs the norm: no copy at all.
+                let norms: Vec<Tensor> = grads.iter().map(|g| g.norm()).collect();
+                Tensor::stack(&norms, 0)
+                    .to_kind(Kind::Double)
+                    .square()
+                    .sum(Kind::Double)
+            };
+            sq_norm = Some(match sq_norm {
+                Some(acc) => acc + sq,
+                None => sq,
+            });
         }
-        Ok(sq_norm.sqrt())
+        Ok(sq_norm.unwrap_or_else(|| Tensor::zeros([], (Kind::Double, tch::Device::Cpu))))
+    }
+
+    /// The error for step `step` whose averaged gradient was not finite, naming the parameters
+    /// whose gradients hold a NaN or infinity.
+    pub fn not_finite(&self, step: i64) -> Error {
+        let bad: Vec<&str> = self
+            .params
+            .iter()
+            .filter(|(_, p)| !bool::try_from(p.grad().isfinite().all()).unwrap_or(false))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let place = match bad.len() {
+            0 => "its norm overflows, or another rank contributed NaN or infinity".to_string(),
+            n if n <= 5 => format!("NaN or infinity in {}", bad.join(", ")),
+            n => format!(
+                "NaN or infinity in {} and {} more",
+                bad[..5].join(", "),
+                n - 5
+            ),
+        };
+        Error::Train(format!(
+            "step {step}: the averaged {} gradient is not finite ({place}): training diverged and \
+             stops here; nothing from this step is saved, and the last checkpoint (if any) is \
+             kept for --resume (with a lower learning rate, say)",
+            self.net
+        ))
     }
 }
 
@@ -167,31 +191,6 @@ impl GradientBuckets {
     pub fn take_comm_seconds(&mut self) -> f64 {
         std::mem::take(&mut self.comm_seconds)
     }
-}
-
-fn check_finite(sq: f64, net: &str, step: i64, params: &[(String, Tensor)]) -> Result<()> {
-    if sq.is_finite() {
-        return Ok(());
-    }
-    let bad: Vec<&str> = params
-        .iter()
-        .filter(|(_, p)| !bool::try_from(p.grad().isfinite().all()).unwrap_or(false))
-        .map(|(n, _)| n.as_str())
-        .collect();
-    let place = match bad.len() {
-        0 => "its norm overflows, or another rank contributed NaN or infinity".to_string(),
-        n if n <= 5 => format!("NaN or infinity in {}", bad.join(", ")),
-        n => format!(
-            "NaN or infinity in {} and {} more",
-            bad[..5].join(", "),
-            n - 5
-        ),
-    };
-    Err(Error::Train(format!(
-        "step {step}: the averaged {net} gradient is not finite ({place}): training diverged and \
-         stops here; nothing from this step is saved, and the last checkpoint (if any) is kept \
-         for --resume (with a lower learning rate, say)"
-    )))
 }
 
 #[cfg(test)]

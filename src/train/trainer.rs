@@ -260,7 +260,10 @@ impl Trainer {
     }
 
     pub fn train_step(&mut self) -> Result<StepStats> {
-        let mut s = StepStats::default();
+        // The step's statistics and gradient norms stay on the device until one read at the end
+        // of the step: a GPU runs the whole step without waiting for the host.
+        let mut d_stats = Vec::new();
+        let mut d_sq_all: Option<Tensor> = None;
         self.mark("between steps");
         self.g.sn.refresh(SnMode::PowerIteration);
         self.mark("SN refresh");
@@ -292,15 +295,23 @@ impl Trainer {
             self.opt_d.zero_grad();
             (&l_real + &l_fake).backward();
             self.mark("D step: backward");
-            s.d_grad_norm = self.d_buckets.all_reduce(self.comm, self.step + 1)?;
+            let d_sq = self.d_buckets.all_reduce(self.comm)?;
             self.mark("gradient average and norm");
             self.opt_d.step();
             self.mark("Adam");
-            s.d_loss_real = l_real.double_value(&[]);
-            s.d_loss_fake = l_fake.double_value(&[]);
-            s.d_real = d_real.mean(None).double_value(&[]);
-            s.d_fake = d_fake.mean(None).double_value(&[]);
-            self.mark("statistics to host");
+            // Every D step's gradients are checked (their sum of squares is finite only if each
+            // is); the statistics logged are the last D step's.
+            d_sq_all = Some(match d_sq_all {
+                Some(acc) => acc + &d_sq,
+                None => d_sq.shallow_clone(),
+            });
+            d_stats = vec![
+                l_real.detach(),
+                l_fake.detach(),
+                d_real.mean(None).detach(),
+                d_fake.mean(None).detach(),
+                d_sq,
+            ];
         }
         self.at("G step");
         // D's weights changed: normalise them again, without a power iteration or gradient.
@@ -319,19 +330,65 @@ impl Trainer {
         g_loss.backward();
         self.freeze_d(false);
         self.mark("G step: backward");
-        s.g_grad_norm = self.g_buckets.all_reduce(self.comm, self.step + 1)?;
+        let g_sq = self.g_buckets.all_reduce(self.comm)?;
         self.mark("gradient average and norm");
         self.opt_g.step();
         self.mark("Adam");
-        s.g_loss = g_loss.double_value(&[]);
+        let (mut s, d_sq_all) = self.read_statistics(d_stats, d_sq_all, g_loss.detach(), g_sq)?;
         self.mark("statistics to host");
         s.allreduce_seconds =
             self.d_buckets.take_comm_seconds() + self.g_buckets.take_comm_seconds();
         self.step += 1;
+        // Both networks have been updated by now; a failure here still stops the run before
+        // anything of this step is saved.
+        if !d_sq_all.is_finite() {
+            return Err(self.d_buckets.not_finite(self.step));
+        }
+        if !s.g_grad_norm.is_finite() {
+            return Err(self.g_buckets.not_finite(self.step));
+        }
+        check_finite_losses(self.step, &s)?;
         self.ema.update(self.step, &self.g_ema);
         self.mark("EMA");
-        check_finite_losses(self.step, &s)?;
         Ok(s)
+    }
+
+    /// The step's one read to the host: D's last statistics and gradient norm, G's loss and
+    /// gradient norm, and the sum of every D step's squared gradient norms (finite only if each
+    /// was).
+    fn read_statistics(
+        &self,
+        d_stats: Vec<Tensor>,
+        d_sq_all: Option<Tensor>,
+        g_loss: Tensor,
+        g_sq: Tensor,
+    ) -> Result<(StepStats, f64)> {
+        let zero = || Tensor::zeros([], (Kind::Double, self.device));
+        let mut all: Vec<Tensor> = if d_stats.is_empty() {
+            (0..5).map(|_| zero()).collect()
+        } else {
+            d_stats
+        };
+        all.push(d_sq_all.unwrap_or_else(zero));
+        all.push(g_loss);
+        all.push(g_sq);
+        let all: Vec<Tensor> = all
+            .iter()
+            .map(|t| t.to_device(self.device).to_kind(Kind::Double))
+            .collect();
+        let v = Vec::<f64>::try_from(Tensor::stack(&all, 0).to_device(tch::Device::Cpu))
+            .map_err(|e| Error::Train(format!("reading the step's statistics: {e}")))?;
+        let stats = StepStats {
+            d_loss_real: v[0],
+            d_loss_fake: v[1],
+            d_real: v[2],
+            d_fake: v[3],
+            d_grad_norm: v[4].sqrt(),
+            g_loss: v[6],
+            g_grad_norm: v[7].sqrt(),
+            allreduce_seconds: 0.0,
+        };
+        Ok((stats, v[5]))
     }
 
     /// Seconds of one step's gradient averaging alone (D's and G's buckets, as the step runs
@@ -343,8 +400,11 @@ impl Trainer {
         for _ in 0..iters {
             self.comm.barrier()?;
             let t0 = std::time::Instant::now();
-            self.d_buckets.all_reduce(self.comm, self.step)?;
-            self.g_buckets.all_reduce(self.comm, self.step)?;
+            let _ = self.d_buckets.all_reduce(self.comm)?;
+            let _ = self.g_buckets.all_reduce(self.comm)?;
+            if let Device::Cuda(i) = self.device {
+                tch::Cuda::synchronize(i as i64);
+            }
             times.push(t0.elapsed().as_secs_f64());
         }
         self.d_buckets.take_comm_seconds();
