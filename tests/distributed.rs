@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tch::Tensor;
 
 mod common;
-use common::{bin, default_config, find_rank_pid, is_gone, mpirun, ok, small};
+use common::{bin, default_config, find_rank_pid, is_gone, mpirun, ok, small, wait_for};
 
 fn example(name: &str) -> PathBuf {
     // Examples are built by `cargo test` next to the test binaries' parent directory.
@@ -245,7 +245,13 @@ fn a_killed_rank_ends_the_whole_run() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(killed.elapsed() < Duration::from_secs(60));
-    assert!(is_gone(rank0), "rank 0 outlived the run");
+    // mpirun can return while the killed rank 0 is still tearing down its memory (a fresh-clone
+    // CI run caught it alive at that instant); a rank that outlives the job stays, so a few
+    // seconds' grace still catches it.
+    assert!(
+        wait_for(5.0, || is_gone(rank0)),
+        "rank 0 outlived the run by 5 s"
+    );
 }
 
 #[test]
