@@ -5,7 +5,7 @@
 //! loss scaler, bf16 has fp32's exponent range and does not. The per-device switch and the dtype
 //! setter are libtorch C++ functions with no C binding, called here by their mangled names
 //! (torch 2.x, `ATen/autocast_mode.h`; the symbols are checked when the binary links).
-use tch::{Device, Kind};
+use tch::Device;
 
 use crate::config::Autocast;
 
@@ -86,18 +86,10 @@ pub fn run<T>(mode: Autocast, device: Device, f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// The kind autocast computes matrix products and convolutions in.
-pub fn kind(mode: Autocast) -> Kind {
-    match mode {
-        Autocast::Off => Kind::Float,
-        Autocast::Bf16 => Kind::BFloat16,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Tensor;
+    use tch::{Kind, Tensor};
 
     fn conv_kind() -> Kind {
         let x = Tensor::ones([1, 2, 4, 4], (Kind::Float, Device::Cpu));
@@ -113,7 +105,7 @@ mod tests {
             assert_eq!(conv_kind(), Kind::Float)
         });
         run(Autocast::Bf16, Device::Cpu, || {
-            assert_eq!(conv_kind(), kind(Autocast::Bf16));
+            assert_eq!(conv_kind(), Kind::BFloat16);
             run(Autocast::Bf16, Device::Cpu, || {
                 assert_eq!(conv_kind(), Kind::BFloat16)
             });

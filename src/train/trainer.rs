@@ -334,7 +334,9 @@ impl Trainer {
         self.mark("gradient average and norm");
         self.opt_g.step();
         self.mark("Adam");
-        let (mut s, d_sq_all) = self.read_statistics(d_stats, d_sq_all, g_loss.detach(), g_sq)?;
+        // Config validation keeps train.d_steps >= 1, so the D loop above set both.
+        let d_sq_all = d_sq_all.expect("train.d_steps >= 1");
+        let (mut s, d_sq_all) = read_statistics(d_stats, d_sq_all, g_loss.detach(), g_sq)?;
         self.mark("statistics to host");
         s.allreduce_seconds =
             self.d_buckets.take_comm_seconds() + self.g_buckets.take_comm_seconds();
@@ -351,44 +353,6 @@ impl Trainer {
         self.ema.update(self.step, &self.g_ema);
         self.mark("EMA");
         Ok(s)
-    }
-
-    /// The step's one read to the host: D's last statistics and gradient norm, G's loss and
-    /// gradient norm, and the sum of every D step's squared gradient norms (finite only if each
-    /// was).
-    fn read_statistics(
-        &self,
-        d_stats: Vec<Tensor>,
-        d_sq_all: Option<Tensor>,
-        g_loss: Tensor,
-        g_sq: Tensor,
-    ) -> Result<(StepStats, f64)> {
-        let zero = || Tensor::zeros([], (Kind::Double, self.device));
-        let mut all: Vec<Tensor> = if d_stats.is_empty() {
-            (0..5).map(|_| zero()).collect()
-        } else {
-            d_stats
-        };
-        all.push(d_sq_all.unwrap_or_else(zero));
-        all.push(g_loss);
-        all.push(g_sq);
-        let all: Vec<Tensor> = all
-            .iter()
-            .map(|t| t.to_device(self.device).to_kind(Kind::Double))
-            .collect();
-        let v = Vec::<f64>::try_from(Tensor::stack(&all, 0).to_device(tch::Device::Cpu))
-            .map_err(|e| Error::Train(format!("reading the step's statistics: {e}")))?;
-        let stats = StepStats {
-            d_loss_real: v[0],
-            d_loss_fake: v[1],
-            d_real: v[2],
-            d_fake: v[3],
-            d_grad_norm: v[4].sqrt(),
-            g_loss: v[6],
-            g_grad_norm: v[7].sqrt(),
-            allreduce_seconds: 0.0,
-        };
-        Ok((stats, v[5]))
     }
 
     /// Seconds of one step's gradient averaging alone (D's and G's buckets, as the step runs
@@ -557,6 +521,32 @@ impl Trainer {
         self.g.sn.refresh(SnMode::Detached);
         tch::no_grad(|| self.g.forward(z, y, BnMode::Batch))
     }
+}
+
+/// The step's one read to the host: D's last statistics and gradient norm (`d_stats`: real and
+/// fake losses, mean logits, squared norm), the sum of every D step's squared gradient norms
+/// (finite only if each was), G's loss and squared gradient norm.
+fn read_statistics(
+    mut all: Vec<Tensor>,
+    d_sq_all: Tensor,
+    g_loss: Tensor,
+    g_sq: Tensor,
+) -> Result<(StepStats, f64)> {
+    all.extend([d_sq_all, g_loss, g_sq]);
+    let all: Vec<Tensor> = all.iter().map(|t| t.to_kind(Kind::Double)).collect();
+    let v = Vec::<f64>::try_from(Tensor::stack(&all, 0).to_device(Device::Cpu))
+        .map_err(|e| Error::Train(format!("reading the step's statistics: {e}")))?;
+    let stats = StepStats {
+        d_loss_real: v[0],
+        d_loss_fake: v[1],
+        d_real: v[2],
+        d_fake: v[3],
+        d_grad_norm: v[4].sqrt(),
+        g_loss: v[6],
+        g_grad_norm: v[7].sqrt(),
+        allreduce_seconds: 0.0,
+    };
+    Ok((stats, v[5]))
 }
 
 /// A diverged run stops at the step it diverged, before anything is saved from it.
