@@ -179,6 +179,8 @@ pub struct DistConfig {
     pub backend: BackendKind,
     /// Gradient bucket size in MiB; 0 = one bucket per network.
     pub bucket_mb: f64,
+    /// Start each bucket's all-reduce during backward, as soon as its gradients are complete.
+    pub overlap: bool,
     /// Check that SN u/v and BN buffers agree across ranks every this many steps (0 = never).
     pub sync_check_every: i64,
     /// Write every rank's parameters, buffers and Adam moments to `<output.dir>/rank_state/` at the
@@ -335,6 +337,7 @@ impl Default for DistConfig {
         Self {
             backend: BackendKind::Auto,
             bucket_mb: 25.0,
+            overlap: false,
             sync_check_every: 100,
             dump_rank_state: false,
             timeout_s: 600.0,

@@ -69,6 +69,7 @@ pub const KEY_DOCS: &[KeyDoc] = &[
     doc("dist.bucket_mb", "number >= 0", "Gradient all-reduce bucket size in MiB; 0 = one bucket per network."),
     doc("dist.sync_check_every", "integer >= 0", "Check every this many steps that the spectral-norm vectors and batch-norm buffers agree across ranks, and re-broadcast rank 0's when they do not; 0 = never."),
     doc("dist.dump_rank_state", "true, false", "At the end, write every rank's parameters, buffers and Adam moments to <output.dir>/rank_state/ (to check that replicas are identical)."),
+    doc("dist.overlap", "bool", "Start each gradient bucket's all-reduce during backward, as soon as backward has completed the bucket's gradients (last bucket first), instead of after backward. Same arithmetic, bit for bit. Needs dist.bucket_mb below a network's gradient size (more than one bucket). With Open MPI on CPUs it did not pay in docs/performance.md's measurements; on CUDA the reductions are queued during backward but still run on backward's stream."),
     doc("dist.timeout_s", "number > 0", "Seconds a collective may take before the watchdog ends the whole job with a message naming the step and the operation."),
     // [output]
     doc("output.dir", "a directory", "The run directory: samples, weights, logs, checkpoints. Training into one that holds a run needs --resume or --overwrite."),

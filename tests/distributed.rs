@@ -24,14 +24,15 @@ fn sorted(mut v: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
     v
 }
 
-/// Trains 2 ranks for `steps` steps with `sets` and returns rank 0's dumped state, after
+/// Trains 2 ranks for `steps` steps with `sets` and returns rank 0's dumped state and the run's
+/// output, after
 /// checking that every dumped tensor (weights, G_ema, Adam moments, u vectors, BN statistics) is
 /// bitwise the same on both ranks and that no periodic check had to repair a drift.
 fn train_and_check_replicas(
     dir: &std::path::Path,
     steps: i64,
     sets: &[&str],
-) -> Vec<(String, Tensor)> {
+) -> (Vec<(String, Tensor)>, String) {
     let mut args = small(dir, steps);
     args.extend(["--set".into(), "dist.dump_rank_state=true".into()]);
     for s in sets {
@@ -82,20 +83,24 @@ fn train_and_check_replicas(
         .find(|(n, _)| n.starts_with("adam_D.exp_avg."))
         .unwrap();
     assert!(m.1.abs().sum(tch::Kind::Double).double_value(&[]) > 0.0);
-    a
+    (a, text)
 }
 
 #[test]
 fn replicas_stay_bitwise_identical_over_30_steps() {
     let dir = tempfile::tempdir().unwrap();
-    train_and_check_replicas(dir.path(), 30, &[]);
+    let (_, text) = train_and_check_replicas(dir.path(), 30, &[]);
+    assert!(
+        text.contains("for D of up to 25 MiB, after backward"),
+        "{text}"
+    );
 }
 
 #[test]
 fn bf16_autocast_trains_in_bf16_and_keeps_replicas_bitwise_identical() {
     let (fp32, bf16) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = train_and_check_replicas(fp32.path(), 8, &[]);
-    let b = train_and_check_replicas(bf16.path(), 8, &["train.autocast=\"bf16\""]);
+    let (a, _) = train_and_check_replicas(fp32.path(), 8, &[]);
+    let (b, _) = train_and_check_replicas(bf16.path(), 8, &["train.autocast=\"bf16\""]);
     // Same seed, same data: only the forwards' precision differs, and it shows in the weights,
     // which stay fp32 and finite.
     let mut differ = 0;
@@ -113,6 +118,44 @@ fn bf16_autocast_trains_in_bf16_and_keeps_replicas_bitwise_identical() {
         differ > 0,
         "bf16 autocast left every weight of G as fp32 made it"
     );
+}
+
+#[test]
+fn overlapping_the_all_reduce_with_backward_changes_no_bit() {
+    let (after, during) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, _) = train_and_check_replicas(after.path(), 8, &[]);
+    // Small buckets, so that most start while backward is still running.
+    let (b, text) = train_and_check_replicas(
+        during.path(),
+        8,
+        &["dist.overlap=true", "dist.bucket_mb=0.05"],
+    );
+    let plan = text
+        .lines()
+        .find(|l| l.contains("gradients all-reduced in"))
+        .unwrap_or_else(|| panic!("no gradient plan in:\n{text}"));
+    assert!(plan.contains("started during backward"), "{plan}");
+    let g_buckets: usize = plan
+        .split(" in ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        g_buckets >= 3,
+        "too few buckets to overlap anything: {plan}"
+    );
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(
+            ta.equal(tb),
+            "{na} differs when all-reduced during backward"
+        );
+    }
 }
 
 #[test]

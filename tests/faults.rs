@@ -96,12 +96,22 @@ fn nccl_without_a_gpu_fails_on_every_rank_naming_them() {
 
 #[test]
 fn a_stopped_rank_makes_the_watchdog_end_every_process() {
+    a_stopped_rank_ends_the_job(&[]);
+}
+
+#[test]
+fn a_stopped_rank_ends_the_job_while_all_reduces_overlap_backward() {
+    // The other rank then waits in MPI_Waitall on collectives started by backward's hooks.
+    a_stopped_rank_ends_the_job(&["dist.overlap=true", "dist.bucket_mb=0.05"]);
+}
+
+fn a_stopped_rank_ends_the_job(extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let timeout = 5;
-    let args = with(
-        small(dir.path(), 100_000),
-        &["train.log_every=1", &format!("dist.timeout_s={timeout}")],
-    );
+    let timeout_set = format!("dist.timeout_s={timeout}");
+    let mut sets = vec!["train.log_every=1", timeout_set.as_str()];
+    sets.extend(extra);
+    let args = with(small(dir.path(), 100_000), &sets);
     let child = train(2, &args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,8 +1,12 @@
 //! Gradient averaging: gradients are copied into a few large flat buckets, each all-reduced once,
 //! then written back, so a network costs a handful of collectives instead of one per tensor.
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
 use tch::{Kind, Tensor};
 
-use super::comm::Comm;
+use super::comm::{Comm, Started};
+use super::grad_ready::GradReadyHooks;
 use crate::error::{Error, Result};
 
 /// Groups consecutive tensors into buckets of at most `bucket_bytes` (0 = one bucket); a tensor
@@ -38,6 +42,8 @@ pub struct GradientBuckets {
     /// Seconds spent inside the all-reduce collectives themselves (waiting for the other ranks
     /// included), since the last [`GradientBuckets::take_comm_seconds`].
     comm_seconds: f64,
+    /// Set by [`GradientBuckets::overlap_with_backward`].
+    overlap: Option<Overlap>,
 }
 
 impl GradientBuckets {
@@ -75,6 +81,7 @@ impl GradientBuckets {
             buffers,
             in_place: false,
             comm_seconds: 0.0,
+            overlap: None,
         })
     }
 
@@ -113,6 +120,14 @@ impl GradientBuckets {
     /// reads it with the step's statistics and then asks [`GradientBuckets::not_finite`] for
     /// the culprits.
     pub fn all_reduce(&mut self, comm: &dyn Comm) -> Result<Tensor> {
+        if let Some(overlap) = &self.overlap {
+            if let Some(sums) = overlap.finish() {
+                let (sums, seconds) = sums;
+                self.comm_seconds += seconds;
+                sums?;
+                return Ok(self.averaged_norm(comm.size()));
+            }
+        }
         let world = comm.size() as f64;
         let mut sq_norm: Option<Tensor> = None;
         let _guard = tch::no_grad_guard();
@@ -159,6 +174,66 @@ impl GradientBuckets {
         Ok(sq_norm.unwrap_or_else(|| Tensor::zeros([], (Kind::Double, tch::Device::Cpu))))
     }
 
+    /// From now on, [`GradientBuckets::arm`] makes the next backward start each bucket's
+    /// all-reduce as soon as backward has completed all of the bucket's gradients, last bucket
+    /// first (backward's order), instead of all at [`GradientBuckets::all_reduce`]. Needs the
+    /// buckets of [`GradientBuckets::over_flat`], which the gradients are accumulated into.
+    pub fn overlap_with_backward(&mut self) -> Result<()> {
+        if !self.in_place {
+            return Err(Error::Dist(format!(
+                "{}: overlapping the all-reduce with backward needs gradients in flat buckets",
+                self.net
+            )));
+        }
+        let mut bucket_of = vec![0; self.params.len()];
+        for (b, range) in self.ranges.iter().enumerate() {
+            bucket_of[range.clone()].fill(b);
+        }
+        let state = Arc::new(Mutex::new(InFlight {
+            comm: None,
+            names: self.params.iter().map(|(n, _)| n.clone()).collect(),
+            sizes: self.ranges.iter().map(|r| r.len()).collect(),
+            bucket_of,
+            missing: Vec::new(),
+            arrived: Vec::new(),
+            buffers: self.buffers.iter().map(|b| b.shallow_clone()).collect(),
+            started: Vec::new(),
+            error: None,
+            seconds: 0.0,
+        }));
+        let hooked = state.clone();
+        let params: Vec<Tensor> = self.params.iter().map(|(_, p)| p.shallow_clone()).collect();
+        let hooks =
+            GradReadyHooks::register(&params, Box::new(move |i| lock(&hooked).on_ready(i)))?;
+        self.overlap = Some(Overlap {
+            state,
+            _hooks: hooks,
+        });
+        Ok(())
+    }
+
+    /// Lets the next backward start the all-reduces (see
+    /// [`GradientBuckets::overlap_with_backward`]; without it, or on one rank, this does nothing).
+    /// [`GradientBuckets::all_reduce`] completes them and disarms.
+    pub fn arm(&self, comm: &'static dyn Comm) {
+        if let Some(overlap) = &self.overlap {
+            if comm.size() > 1 {
+                lock(&overlap.state).arm(comm);
+            }
+        }
+    }
+
+    /// Divides the summed buckets by the world size and returns the squared norm of the result.
+    fn averaged_norm(&mut self, world: usize) -> Tensor {
+        let _guard = tch::no_grad_guard();
+        let mut sq_norm = Tensor::zeros([], (Kind::Double, self.buffers[0].device()));
+        for flat in &mut self.buffers {
+            let _ = flat.g_div_scalar_(world as f64);
+            sq_norm += flat.norm().to_kind(Kind::Double).square();
+        }
+        sq_norm
+    }
+
     /// The error for step `step` whose averaged gradient was not finite, naming the parameters
     /// whose gradients hold a NaN or infinity.
     pub fn not_finite(&self, step: i64) -> Error {
@@ -187,15 +262,291 @@ impl GradientBuckets {
 }
 
 impl GradientBuckets {
+    /// How many buckets (so collectives) one averaging takes.
+    pub fn count(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// Whether [`GradientBuckets::overlap_with_backward`] is in effect.
+    pub fn overlapping(&self) -> bool {
+        self.overlap.is_some()
+    }
+
     /// The all-reduce time accumulated since the last call, and resets it.
     pub fn take_comm_seconds(&mut self) -> f64 {
         std::mem::take(&mut self.comm_seconds)
     }
 }
 
+/// The hooks and the state they share with [`GradientBuckets::all_reduce`].
+struct Overlap {
+    state: Arc<Mutex<InFlight>>,
+    _hooks: GradReadyHooks,
+}
+
+impl Overlap {
+    /// Starts what backward has not, completes every collective in start order and disarms:
+    /// `None` if nothing was armed, else the outcome and the seconds spent in collectives.
+    fn finish(&self) -> Option<(Result<()>, f64)> {
+        let mut s = lock(&self.state);
+        let comm = s.comm.take()?.0;
+        while s.error.is_none() && s.started.len() < s.sizes.len() {
+            let next = s.sizes.len() - 1 - s.started.len();
+            s.start(comm, next);
+        }
+        let t0 = Instant::now();
+        let mut outcome = s.error.take().map_or(Ok(()), Err);
+        for started in std::mem::take(&mut s.started) {
+            // Every started collective is completed, even after an error, so that none is
+            // left pending on the ranks that did start it.
+            let done = comm.finish(started);
+            if outcome.is_ok() {
+                outcome = done;
+            }
+        }
+        Some((
+            outcome,
+            std::mem::take(&mut s.seconds) + t0.elapsed().as_secs_f64(),
+        ))
+    }
+}
+
+/// The communicator of an armed backward.
+struct CommRef(&'static dyn Comm);
+
+// SAFETY: a `CommRef` is used only while the thread that armed it is blocked in `backward`
+// (libtorch's autograd thread for CUDA runs the hooks then) or by that thread itself, so the
+// communicator is never used by two threads at once.
+unsafe impl Send for CommRef {}
+
+/// One backward's progress through the buckets.
+struct InFlight {
+    /// `Some` from `arm` to `Overlap::finish`: hooks firing at other times do nothing.
+    comm: Option<CommRef>,
+    names: Vec<String>,
+    /// Parameters per bucket.
+    sizes: Vec<usize>,
+    bucket_of: Vec<usize>,
+    /// Per bucket, the parameters whose gradient backward has not completed yet.
+    missing: Vec<usize>,
+    arrived: Vec<bool>,
+    buffers: Vec<Tensor>,
+    /// In start order: the last bucket first.
+    started: Vec<Started>,
+    error: Option<Error>,
+    seconds: f64,
+}
+
+impl InFlight {
+    fn arm(&mut self, comm: &'static dyn Comm) {
+        self.comm = Some(CommRef(comm));
+        self.missing = self.sizes.clone();
+        self.arrived = vec![false; self.names.len()];
+        self.started.clear();
+        self.error = None;
+    }
+
+    fn on_ready(&mut self, param: usize) {
+        let Some(comm) = self.comm.as_ref().map(|c| c.0) else {
+            return;
+        };
+        let bucket = self.bucket_of[param];
+        if std::mem::replace(&mut self.arrived[param], true) {
+            let n = self.sizes.len();
+            if self.started.len() > n - 1 - bucket && self.error.is_none() {
+                self.error = Some(Error::Dist(format!(
+                    "{}'s gradient changed after its all-reduce had started (backward                      accumulated it twice); set dist.overlap = false",
+                    self.names[param]
+                )));
+            }
+            return;
+        }
+        self.missing[bucket] -= 1;
+        // Every gradient that lands moves the collectives in flight on (see `Pending`).
+        let t0 = Instant::now();
+        for started in &mut self.started {
+            if let Err(e) = started.progress() {
+                self.error.get_or_insert(e);
+            }
+        }
+        self.seconds += t0.elapsed().as_secs_f64();
+        // Buckets start in a fixed order, so that every rank issues the same collectives in the
+        // same order even if its backward completes them in another.
+        while self.error.is_none() && self.started.len() < self.sizes.len() {
+            let next = self.sizes.len() - 1 - self.started.len();
+            if self.missing[next] > 0 {
+                break;
+            }
+            self.start(comm, next);
+        }
+    }
+
+    fn start(&mut self, comm: &dyn Comm, bucket: usize) {
+        let t0 = Instant::now();
+        match comm.start_all_reduce_sum(&mut self.buffers[bucket]) {
+            Ok(started) => self.started.push(started),
+            Err(e) => self.error = Some(e),
+        }
+        self.seconds += t0.elapsed().as_secs_f64();
+    }
+}
+
+/// A poisoned lock means a hook panicked, which aborts the process: the state is never seen
+/// half-updated.
+fn lock(state: &Mutex<InFlight>) -> MutexGuard<'_, InFlight> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::Mutex;
+    use tch::Device;
+
+    /// Two identical ranks, as far as the buckets can tell: a sum doubles the tensor. Every
+    /// start and finish is logged (with the element count), next to the test's own markers.
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl Recorder {
+        fn note(&self, what: String) {
+            self.0.lock().unwrap().push(what);
+        }
+    }
+
+    impl Comm for Recorder {
+        fn rank(&self) -> usize {
+            0
+        }
+        fn size(&self) -> usize {
+            2
+        }
+        fn name(&self) -> &'static str {
+            "recorder"
+        }
+        fn all_reduce_sum(&self, t: &mut Tensor) -> Result<()> {
+            self.note(format!("sum {}", t.numel()));
+            let _ = t.g_mul_scalar_(2.0);
+            Ok(())
+        }
+        fn start_all_reduce_sum(&self, t: &mut Tensor) -> Result<Started> {
+            let n = t.numel();
+            self.note(format!("start {n}"));
+            let _ = t.g_mul_scalar_(2.0);
+            Ok(Started::done(n))
+        }
+        fn finish(&self, started: Started) -> Result<()> {
+            self.note(format!("finish {}", started.elements()));
+            started.wait()
+        }
+        fn broadcast(&self, _t: &mut Tensor, _root: usize) -> Result<()> {
+            Ok(())
+        }
+        fn broadcast_bytes(&self, _bytes: &mut Vec<u8>, _root: usize) -> Result<()> {
+            Ok(())
+        }
+        fn all_gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+            Ok(vec![bytes.to_vec(); 2])
+        }
+        fn gather_bytes(&self, _bytes: &[u8], _root: usize) -> Result<Option<Vec<Vec<u8>>>> {
+            Ok(None)
+        }
+        fn barrier(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Leaf parameters of `sizes` elements whose gradients are views into one flat tensor (the
+    /// layout the trainer's optimiser gives them).
+    fn flat_params(sizes: &[i64]) -> (Vec<(String, Tensor)>, Tensor) {
+        let params: Vec<(String, Tensor)> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let p = Tensor::arange(n, (Kind::Float, Device::Cpu)) + i as f64;
+                (format!("p{i}"), p.set_requires_grad(true))
+            })
+            .collect();
+        let touch: Tensor = params.iter().map(|(_, p)| p.sum(Kind::Float) * 0.0).sum();
+        touch.backward();
+        let flat = Tensor::zeros([sizes.iter().sum::<i64>()], (Kind::Float, Device::Cpu));
+        let mut offset = 0;
+        tch::no_grad(|| {
+            for ((_, p), &n) in params.iter().zip(sizes) {
+                p.grad().set_data(&flat.narrow(0, offset, n));
+                offset += n;
+            }
+        });
+        (params, flat)
+    }
+
+    fn backward_with(params: &[(String, Tensor)], used: &[usize], flat: &Tensor) {
+        let _ = tch::no_grad(|| flat.shallow_clone().zero_());
+        let loss: Tensor = used
+            .iter()
+            .map(|&i| (&params[i].1 * &params[i].1).sum(Kind::Float) * (i + 1) as f64)
+            .sum();
+        loss.backward();
+    }
+
+    #[test]
+    fn overlapped_buckets_start_during_backward_in_a_fixed_order_and_average_the_same() {
+        let comm: &'static Recorder = Box::leak(Box::new(Recorder(Mutex::new(Vec::new()))));
+        let (params, flat) = flat_params(&[4, 6, 5]);
+        // One parameter per bucket.
+        let mut buckets = GradientBuckets::over_flat("N", &params, &flat, 1).unwrap();
+        buckets.overlap_with_backward().unwrap();
+
+        backward_with(&params, &[0, 1, 2], &flat);
+        let expected = flat.copy();
+        comm.0.lock().unwrap().clear();
+        buckets.arm(comm);
+        backward_with(&params, &[0, 1, 2], &flat);
+        comm.note("backward returned".into());
+        let sq = buckets.all_reduce(comm).unwrap();
+        assert_eq!(
+            *comm.0.lock().unwrap(),
+            [
+                "start 5",
+                "start 6",
+                "start 4",
+                "backward returned",
+                "finish 5",
+                "finish 6",
+                "finish 4"
+            ]
+        );
+        assert!(
+            flat.equal(&expected),
+            "the average of two equal ranks changed"
+        );
+        // The norm is the bucket norms' (fp32, as the non-overlapped path takes them) in
+        // bucket order.
+        let norm2: f64 = [(0, 4), (4, 6), (10, 5)]
+            .iter()
+            .map(|&(o, n)| expected.narrow(0, o, n).norm().double_value(&[]).powi(2))
+            .sum();
+        assert_eq!(f64::try_from(sq).unwrap(), norm2);
+
+        // p1 gets no gradient: its bucket starts only at the end, and bucket 0 waits for it.
+        comm.0.lock().unwrap().clear();
+        buckets.arm(comm);
+        backward_with(&params, &[0, 2], &flat);
+        comm.note("backward returned".into());
+        let _ = buckets.all_reduce(comm).unwrap();
+        let log = comm.0.lock().unwrap().clone();
+        assert_eq!(
+            log[..4],
+            ["start 5", "backward returned", "start 6", "start 4"]
+        );
+
+        // Not armed: the hooks do nothing, and all_reduce averages the usual way.
+        comm.0.lock().unwrap().clear();
+        backward_with(&params, &[0, 1, 2], &flat);
+        let _ = buckets.all_reduce(comm).unwrap();
+        assert_eq!(*comm.0.lock().unwrap(), ["sum 4", "sum 6", "sum 5"]);
+        assert!(flat.equal(&expected));
+    }
 
     #[test]
     fn buckets_respect_the_limit_and_cover_everything() {

@@ -10,6 +10,18 @@ pub trait Comm {
     fn name(&self) -> &'static str;
     /// Sums `t` over all ranks, in place. `t` must be contiguous.
     fn all_reduce_sum(&self, t: &mut Tensor) -> Result<()>;
+    /// Starts summing `t` over all ranks in place and returns without waiting where the backend
+    /// can (MPI's non-blocking collectives; NCCL's queue); [`Comm::finish`] completes it. Every
+    /// rank must start and finish the same collectives in the same order, and leave `t` alone in
+    /// between. By default the sum is complete on return.
+    fn start_all_reduce_sum(&self, t: &mut Tensor) -> Result<Started> {
+        self.all_reduce_sum(t)?;
+        Ok(Started::done(t.numel()))
+    }
+    /// Waits until a collective from [`Comm::start_all_reduce_sum`] has completed.
+    fn finish(&self, started: Started) -> Result<()> {
+        started.wait()
+    }
     /// Overwrites `t` on every rank with rank `root`'s `t`.
     fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<()>;
     /// Overwrites `bytes` on every rank with rank `root`'s bytes (lengths may differ before).
@@ -31,6 +43,50 @@ pub trait Comm {
     /// The watchdog bounding this communicator's collectives, if any.
     fn watchdog(&self) -> Option<&Watchdog> {
         None
+    }
+}
+
+/// A collective in progress: [`Started::wait`] (through [`Comm::finish`]) completes it.
+pub struct Started {
+    elements: usize,
+    pending: Option<Box<dyn Pending>>,
+}
+
+/// What a backend keeps of a started collective.
+pub trait Pending: Send {
+    /// Lets the backend move the collective on without blocking. MPI's transports progress
+    /// only inside MPI calls: without this, a non-blocking collective mostly waits for `wait`.
+    fn progress(&mut self) -> Result<()>;
+    fn wait(self: Box<Self>) -> Result<()>;
+}
+
+impl Started {
+    /// A collective that completed when it was started.
+    pub fn done(elements: usize) -> Self {
+        Self {
+            elements,
+            pending: None,
+        }
+    }
+
+    pub fn pending(elements: usize, pending: Box<dyn Pending>) -> Self {
+        Self {
+            elements,
+            pending: Some(pending),
+        }
+    }
+
+    /// The tensor's element count (for the watchdog's messages).
+    pub fn elements(&self) -> usize {
+        self.elements
+    }
+
+    pub fn progress(&mut self) -> Result<()> {
+        self.pending.as_mut().map_or(Ok(()), |p| p.progress())
+    }
+
+    pub fn wait(self) -> Result<()> {
+        self.pending.map_or(Ok(()), |p| p.wait())
     }
 }
 

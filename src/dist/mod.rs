@@ -4,6 +4,7 @@ pub mod agree;
 pub mod buckets;
 pub mod comm;
 pub mod device;
+pub mod grad_ready;
 pub mod launch;
 #[cfg(feature = "mpi")]
 pub mod mpi;

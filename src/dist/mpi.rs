@@ -12,7 +12,7 @@ use mpi::traits::*;
 use tch::{Device, Kind, Tensor};
 
 use super::abort;
-use super::comm::Comm;
+use super::comm::{Comm, Pending, Started};
 use crate::error::{Error, Result};
 
 /// Largest element count per MPI call (fits in a C int with room to spare).
@@ -100,7 +100,7 @@ fn check_cpu_tensor(t: &Tensor, op: &str) -> Result<mpi::ffi::MPI_Datatype> {
 fn for_each_chunk(
     t: &mut Tensor,
     what: &str,
-    op: impl Fn(*mut c_void, c_int) -> c_int,
+    mut op: impl FnMut(*mut c_void, c_int) -> c_int,
 ) -> Result<()> {
     let elem = t.kind().elt_size_in_bytes();
     let n = t.numel() as i64;
@@ -117,6 +117,49 @@ fn for_each_chunk(
         off += count;
     }
     Ok(())
+}
+
+/// Handles of started non-blocking collectives.
+struct Requests(Vec<mpi::ffi::MPI_Request>);
+
+// SAFETY: an MPI request is an opaque handle, valid on any thread of the process that started it;
+// a rank's collectives are started and completed by one thread at a time.
+unsafe impl Send for Requests {}
+
+impl Pending for Requests {
+    fn progress(&mut self) -> Result<()> {
+        let mut all_done: c_int = 0;
+        // SAFETY: the handles come from MPI_Iallreduce; MPI_Testall sets completed ones to
+        // MPI_REQUEST_NULL, which MPI_Waitall accepts later; statuses are ignored through MPI's
+        // own sentinel.
+        let rc = unsafe {
+            mpi::ffi::MPI_Testall(
+                self.0.len() as c_int,
+                self.0.as_mut_ptr(),
+                &mut all_done,
+                mpi::ffi::RSMPI_STATUSES_IGNORE,
+            )
+        };
+        if rc != 0 {
+            return Err(Error::Dist(format!("MPI_Testall failed with code {rc}")));
+        }
+        Ok(())
+    }
+
+    fn wait(mut self: Box<Self>) -> Result<()> {
+        // SAFETY: as in `progress`; the handles are completed here for good (self is consumed).
+        let rc = unsafe {
+            mpi::ffi::MPI_Waitall(
+                self.0.len() as c_int,
+                self.0.as_mut_ptr(),
+                mpi::ffi::RSMPI_STATUSES_IGNORE,
+            )
+        };
+        if rc != 0 {
+            return Err(Error::Dist(format!("MPI_Waitall failed with code {rc}")));
+        }
+        Ok(())
+    }
 }
 
 /// The rounds of a gather where rank r sends `lens[r]` bytes: for each round, the byte count each
@@ -264,6 +307,38 @@ impl Comm for MpiComm {
                 )
             }
         })
+    }
+
+    fn start_all_reduce_sum(&self, t: &mut Tensor) -> Result<Started> {
+        let dtype = check_cpu_tensor(t, "all-reduce")?;
+        let mut requests = Requests(Vec::new());
+        let started = for_each_chunk(t, "MPI_Iallreduce", |ptr, count| {
+            // SAFETY: `ptr` and `count` describe an in-bounds chunk of a contiguous CPU tensor of
+            // `dtype` (checked above), which the caller leaves alone until `finish` (the trait's
+            // contract); `request` receives the handle MPI_Waitall completes.
+            unsafe {
+                let mut request = mpi::ffi::RSMPI_REQUEST_NULL;
+                let rc = mpi::ffi::MPI_Iallreduce(
+                    self.in_place,
+                    ptr,
+                    count,
+                    dtype,
+                    mpi::ffi::RSMPI_SUM,
+                    self.world.as_raw(),
+                    &mut request,
+                );
+                requests.0.push(request);
+                rc
+            }
+        });
+        match started {
+            Ok(()) => Ok(Started::pending(t.numel(), Box::new(requests))),
+            Err(e) => {
+                // Chunks already started must complete even if a later one failed to start.
+                let _ = Box::new(requests).wait();
+                Err(e)
+            }
+        }
     }
 
     fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<()> {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::abort;
-use super::comm::Comm;
+use super::comm::{Comm, Started};
 use crate::error::{Error, Result};
 use tch::Tensor;
 
@@ -173,6 +173,16 @@ impl Comm for WatchedComm {
     fn all_reduce_sum(&self, t: &mut Tensor) -> Result<()> {
         let _g = self.dog.enter("all-reduce", t.numel());
         self.inner.all_reduce_sum(t)?;
+        self.inner.wait()
+    }
+    fn start_all_reduce_sum(&self, t: &mut Tensor) -> Result<Started> {
+        // No wait for the backend here: that is the point of starting. A hang shows in `finish`.
+        let _g = self.dog.enter("start of an all-reduce", t.numel());
+        self.inner.start_all_reduce_sum(t)
+    }
+    fn finish(&self, started: Started) -> Result<()> {
+        let _g = self.dog.enter("all-reduce", started.elements());
+        self.inner.finish(started)?;
         self.inner.wait()
     }
     fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<()> {

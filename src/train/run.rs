@@ -238,6 +238,9 @@ impl Run {
                 t.cfg.train.steps,
                 t.cfg.train.batch_size
             );
+            if t.comm.size() > 1 {
+                println!("sagan: {}", t.gradient_plan());
+            }
         }
         if t.comm.rank() == 0 && !t.cfg.eval.enabled {
             println!(

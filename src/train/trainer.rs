@@ -139,10 +139,14 @@ impl Trainer {
         let adam = |vs, lr| Adam::new(model::parameters(vs), lr, t.beta1, t.beta2, t.adam_eps);
         let (opt_g, opt_d) = (adam(&g.vs, t.lr_g), adam(&d.vs, t.lr_d));
         let bucket_bytes = (cfg.dist.bucket_mb * 1024.0 * 1024.0) as usize;
-        let g_buckets =
+        let mut g_buckets =
             GradientBuckets::over_flat("G", opt_g.params(), opt_g.flat_grad(), bucket_bytes)?;
-        let d_buckets =
+        let mut d_buckets =
             GradientBuckets::over_flat("D", opt_d.params(), opt_d.flat_grad(), bucket_bytes)?;
+        if cfg.dist.overlap && comm.size() > 1 {
+            g_buckets.overlap_with_backward()?;
+            d_buckets.overlap_with_backward()?;
+        }
         // G_ema's parameters laid out as G's (both in name order), so one op averages them.
         let g_ema_params: Vec<Tensor> = model::parameters(&g_ema.vs)
             .into_iter()
@@ -293,6 +297,7 @@ impl Trainer {
             let (l_real, l_fake) = loss::d_hinge(&d_real, &d_fake);
             self.mark("D step: D forward");
             self.opt_d.zero_grad();
+            self.d_buckets.arm(self.comm);
             (&l_real + &l_fake).backward();
             self.mark("D step: backward");
             let d_sq = self.d_buckets.all_reduce(self.comm)?;
@@ -327,6 +332,7 @@ impl Trainer {
         let g_loss = loss::g_hinge(&logits.to_kind(Kind::Float));
         self.mark("G step: G and D forward");
         self.opt_g.zero_grad();
+        self.g_buckets.arm(self.comm);
         g_loss.backward();
         self.freeze_d(false);
         self.mark("G step: backward");
@@ -353,6 +359,21 @@ impl Trainer {
         self.ema.update(self.step, &self.g_ema);
         self.mark("EMA");
         Ok(s)
+    }
+
+    /// How gradients are averaged, for the run's opening lines.
+    pub fn gradient_plan(&self) -> String {
+        format!(
+            "gradients all-reduced in {} bucket(s) for G and {} for D of up to {} MiB, {}",
+            self.g_buckets.count(),
+            self.d_buckets.count(),
+            self.cfg.dist.bucket_mb,
+            if self.g_buckets.overlapping() {
+                "each started during backward once its gradients are complete (dist.overlap)"
+            } else {
+                "after backward"
+            }
+        )
     }
 
     /// Seconds of one step's gradient averaging alone (D's and G's buckets, as the step runs

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The gradient all-reduce between two "nodes" (launch/nodes/nodes.sh: network namespaces on a
+# bridge) over a link limited to RATE, with and without `dist.overlap`: one rank per node,
+# `sagan bench-train` in alternating order, printing images/s and the share of the step spent in
+# the all-reduce (waiting for the other rank included). Root only; `tc` with the tbf qdisc.
+#
+#   bench/overlap_nodes.sh [--rate 200mbit] [--config configs/cifar10_32.toml] [--rounds 3]
+#                          [--steps 3] [--bucket-mb 1] [--set KEY=VALUE]...
+#
+# A CIFAR-10 config trains on synthetic binaries (bench/side_by_side.py's). Overlap needs several
+# buckets per network: Fashion-MNIST's G has 0.4 MiB of gradients, CIFAR-10's 17 MiB.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+rate=200mbit config=configs/cifar10_32.toml rounds=3 steps=3 bucket_mb=1 sets=()
+while (($#)); do
+  case "$1" in
+    --rate) rate="$2"; shift 2 ;;
+    --config) config="$2"; shift 2 ;;
+    --rounds) rounds="$2"; shift 2 ;;
+    --steps) steps="$2"; shift 2 ;;
+    --bucket-mb) bucket_mb="$2"; shift 2 ;;
+    --set) sets+=(--set "$2"); shift 2 ;;
+    *) echo "overlap_nodes.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+bin="$PWD/target/release/sagan"
+[ -x "$bin" ] || { echo "overlap_nodes.sh: build first (cargo build --release)" >&2; exit 1; }
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+case "$config" in
+  *cifar*)
+    data=$(mktemp -d)
+    trap 'rm -rf "$data"' EXIT
+    python3 -c "import sys, pathlib; sys.path.insert(0, 'bench'); import side_by_side as s; s.synthetic_cifar(pathlib.Path(sys.argv[1]))" "$data"
+    sets+=(--set "data.path=$data") ;;
+esac
+
+measure() {
+  # Both directions: each root-side veth port limits what the bridge sends into its node.
+  for k in 1 2; do
+    v="SAGAN_NODES_VETH_$k"
+    tc qdisc replace dev "${!v}" root tbf rate "$rate" burst 256kb latency 100ms
+  done
+  mapfile -t margs < "$SAGAN_NODES_DIR/mpirun-args"
+  for round in $(seq 1 "$rounds"); do
+    variants=("false" "true")
+    ((round % 2)) || variants=("true" "false")
+    for overlap in "${variants[@]}"; do
+      line=$(mpirun "${margs[@]}" --hostfile "$SAGAN_NODES_HOSTFILE" -np 2 --map-by node \
+        -x OMPI_ALLOW_RUN_AS_ROOT -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM \
+        "$bin" bench-train --config "$PWD/$config" --steps "$steps" --warmup 1 \
+        --set train.threads=1 --set dist.bucket_mb="$bucket_mb" --set dist.overlap="$overlap" \
+        "${sets[@]}" 2>/dev/null | tail -1)
+      python3 - "$round" "$overlap" "$line" <<'PY'
+import json, sys
+r, overlap, line = sys.argv[1:]
+d = json.loads(line)
+share = ", ".join(f"{s * 100:.1f}" for s in d["allreduce_share_per_rank"])
+print(f"round {r} overlap={overlap:5}: {d['images_per_s']:7.2f} images/s, median step "
+      f"{d['median_step_s'] * 1000:6.0f} ms, all-reduce {share} % of the step (ranks 0, 1)")
+PY
+    done
+  done
+}
+
+echo "overlap_nodes.sh: $config, link $rate each way, buckets of $bucket_mb MiB, $rounds rounds"
+export -f measure
+export rate config rounds steps bucket_mb bin
+SETS="${sets[*]:-}" launch/nodes/nodes.sh run --name ovbench --nodes 2 -- bash -c 'sets=($SETS); measure'
