@@ -10,11 +10,14 @@
 # A CIFAR-10 config trains on synthetic binaries (bench/side_by_side.py's). Overlap needs several
 # buckets per network: Fashion-MNIST's G has 0.4 MiB of gradients, CIFAR-10's 17 MiB.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+self="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
+cd "$(dirname "$self")/.."
 
-rate=200mbit config=configs/cifar10_32.toml rounds=3 steps=3 bucket_mb=1 sets=()
+args=("$@")
+rate=200mbit config=configs/cifar10_32.toml rounds=3 steps=3 bucket_mb=1 sets=() inside=0
 while (($#)); do
   case "$1" in
+    --inside-nodes) inside=1; shift ;;
     --rate) rate="$2"; shift 2 ;;
     --config) config="$2"; shift 2 ;;
     --rounds) rounds="$2"; shift 2 ;;
@@ -27,6 +30,12 @@ done
 bin="$PWD/target/release/sagan"
 [ -x "$bin" ] || { echo "overlap_nodes.sh: build first (cargo build --release)" >&2; exit 1; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+if ((!inside)); then
+  echo "overlap_nodes.sh: $config, link $rate each way, buckets of $bucket_mb MiB, $rounds rounds"
+  # Runs this script again inside the nodes' lifetime: `run` removes them however it ends.
+  exec launch/nodes/nodes.sh run --name ovbench --nodes 2 -- bash "$self" --inside-nodes "${args[@]}"
+fi
+
 case "$config" in
   *cifar*)
     data=$(mktemp -d)
@@ -35,6 +44,7 @@ case "$config" in
     sets+=(--set "data.path=$data") ;;
 esac
 
+# Inside `nodes.sh run`: its environment names the nodes (SAGAN_NODES_*).
 measure() {
   # Both directions: each root-side veth port limits what the bridge sends into its node.
   for k in 1 2; do
@@ -62,8 +72,4 @@ PY
     done
   done
 }
-
-echo "overlap_nodes.sh: $config, link $rate each way, buckets of $bucket_mb MiB, $rounds rounds"
-export -f measure
-export rate config rounds steps bucket_mb bin
-SETS="${sets[*]:-}" launch/nodes/nodes.sh run --name ovbench --nodes 2 -- bash -c 'sets=($SETS); measure'
+measure
