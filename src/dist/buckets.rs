@@ -120,43 +120,49 @@ impl GradientBuckets {
     /// reads it with the step's statistics and then asks [`GradientBuckets::not_finite`] for
     /// the culprits.
     pub fn all_reduce(&mut self, comm: &dyn Comm) -> Result<Tensor> {
-        if let Some(overlap) = &self.overlap {
-            if let Some(sums) = overlap.finish() {
-                let (sums, seconds) = sums;
+        if !self.in_place {
+            return self.all_reduce_copying(comm);
+        }
+        match self.overlap.as_ref().and_then(|o| o.finish()) {
+            // Backward's hooks started the sums (see `overlap_with_backward`).
+            Some((sums, seconds)) => {
                 self.comm_seconds += seconds;
                 sums?;
-                return Ok(self.averaged_norm(comm.size()));
             }
+            None if comm.size() > 1 => {
+                for flat in &mut self.buffers {
+                    let t0 = Instant::now();
+                    comm.all_reduce_sum(flat)?;
+                    self.comm_seconds += t0.elapsed().as_secs_f64();
+                }
+            }
+            None => {}
         }
+        Ok(self.averaged_norm(comm.size()))
+    }
+
+    /// [`GradientBuckets::all_reduce`] for buckets that are not the gradients' own memory: each
+    /// is filled from the gradients, summed and written back.
+    fn all_reduce_copying(&mut self, comm: &dyn Comm) -> Result<Tensor> {
         let world = comm.size() as f64;
         let mut sq_norm: Option<Tensor> = None;
         let _guard = tch::no_grad_guard();
         for (range, flat) in self.ranges.iter().zip(&mut self.buffers) {
-            let grads: Vec<Tensor> = if self.in_place {
-                Vec::new()
-            } else {
-                self.params[range.clone()]
-                    .iter()
-                    .map(|(_, p)| p.grad().view([-1]))
-                    .collect()
-            };
+            let grads: Vec<Tensor> = self.params[range.clone()]
+                .iter()
+                .map(|(_, p)| p.grad().view([-1]))
+                .collect();
             let sq = if comm.size() > 1 {
-                if !self.in_place {
-                    let _ = Tensor::f_cat_out(flat, &grads, 0)?;
-                }
-                let t0 = std::time::Instant::now();
+                let _ = Tensor::f_cat_out(flat, &grads, 0)?;
+                let t0 = Instant::now();
                 comm.all_reduce_sum(flat)?;
                 self.comm_seconds += t0.elapsed().as_secs_f64();
                 let _ = flat.g_div_scalar_(world);
-                if !self.in_place {
-                    // One op for the whole bucket: per-tensor copies cost more in dispatch than
-                    // in bytes.
-                    let sizes: Vec<i64> = grads.iter().map(|g| g.numel() as i64).collect();
-                    flat.f_split_with_sizes_copy_out(&grads, sizes.as_slice(), 0)?;
-                }
+                // One op for the whole bucket: per-tensor copies cost more in dispatch than
+                // in bytes.
+                let sizes: Vec<i64> = grads.iter().map(|g| g.numel() as i64).collect();
+                flat.f_split_with_sizes_copy_out(&grads, sizes.as_slice(), 0)?;
                 // One pass, no temporary: the norm also carries any NaN or infinity.
-                flat.norm().to_kind(Kind::Double).square()
-            } else if self.in_place {
                 flat.norm().to_kind(Kind::Double).square()
             } else {
                 // A single rank only needs the norm: no copy at all.
@@ -223,12 +229,19 @@ impl GradientBuckets {
         }
     }
 
-    /// Divides the summed buckets by the world size and returns the squared norm of the result.
+    /// Divides the summed buckets by the world size and returns the squared norm of the result
+    /// (one pass per bucket, no temporary; it also carries any NaN or infinity).
     fn averaged_norm(&mut self, world: usize) -> Tensor {
         let _guard = tch::no_grad_guard();
-        let mut sq_norm = Tensor::zeros([], (Kind::Double, self.buffers[0].device()));
+        let device = self
+            .buffers
+            .first()
+            .map_or(tch::Device::Cpu, |b| b.device());
+        let mut sq_norm = Tensor::zeros([], (Kind::Double, device));
         for flat in &mut self.buffers {
-            let _ = flat.g_div_scalar_(world as f64);
+            if world > 1 {
+                let _ = flat.g_div_scalar_(world as f64);
+            }
             sq_norm += flat.norm().to_kind(Kind::Double).square();
         }
         sq_norm
@@ -290,10 +303,7 @@ impl Overlap {
     fn finish(&self) -> Option<(Result<()>, f64)> {
         let mut s = lock(&self.state);
         let comm = s.comm.take()?.0;
-        while s.error.is_none() && s.started.len() < s.sizes.len() {
-            let next = s.sizes.len() - 1 - s.started.len();
-            s.start(comm, next);
-        }
+        s.start_in_order(comm, true);
         let t0 = Instant::now();
         let mut outcome = s.error.take().map_or(Ok(()), Err);
         for started in std::mem::take(&mut s.started) {
@@ -352,10 +362,11 @@ impl InFlight {
         };
         let bucket = self.bucket_of[param];
         if std::mem::replace(&mut self.arrived[param], true) {
-            let n = self.sizes.len();
-            if self.started.len() > n - 1 - bucket && self.error.is_none() {
+            let started = self.next_bucket().is_none_or(|next| bucket > next);
+            if started && self.error.is_none() {
                 self.error = Some(Error::Dist(format!(
-                    "{}'s gradient changed after its all-reduce had started (backward                      accumulated it twice); set dist.overlap = false",
+                    "{}'s gradient changed after its all-reduce had started (backward \
+                     accumulated it twice); set dist.overlap = false",
                     self.names[param]
                 )));
             }
@@ -370,11 +381,20 @@ impl InFlight {
             }
         }
         self.seconds += t0.elapsed().as_secs_f64();
-        // Buckets start in a fixed order, so that every rank issues the same collectives in the
-        // same order even if its backward completes them in another.
-        while self.error.is_none() && self.started.len() < self.sizes.len() {
-            let next = self.sizes.len() - 1 - self.started.len();
-            if self.missing[next] > 0 {
+        self.start_in_order(comm, false);
+    }
+
+    /// The bucket whose all-reduce starts next, if any is left: buckets start in a fixed order,
+    /// the last first, so that every rank issues the same collectives in the same order even if
+    /// its backward completes them in another.
+    fn next_bucket(&self) -> Option<usize> {
+        (self.sizes.len() - self.started.len()).checked_sub(1)
+    }
+
+    /// Starts the next buckets while their gradients are complete, or all of them (`all`).
+    fn start_in_order(&mut self, comm: &dyn Comm, all: bool) {
+        while let Some(next) = self.next_bucket().filter(|_| self.error.is_none()) {
+            if !all && self.missing[next] > 0 {
                 break;
             }
             self.start(comm, next);
