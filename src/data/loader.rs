@@ -133,14 +133,14 @@ impl Loader {
                             &mut scratch,
                             &mut pixels,
                         )
-                        .map(|()| {
+                        .and_then(|()| {
                             let labels: Vec<i64> =
                                 indices.iter().map(|&i| data.labels()[i as usize]).collect();
-                            Batch {
-                                images: Tensor::from_slice(&pixels).view(shape),
-                                labels: Tensor::from_slice(&labels),
+                            Ok(Batch {
+                                images: staged(Tensor::from_slice(&pixels).view(shape), device)?,
+                                labels: staged(Tensor::from_slice(&labels), device)?,
                                 epoch,
-                            }
+                            })
                         });
                         let failed = batch.is_err();
                         if tx.send(batch).is_err() || failed {
@@ -168,12 +168,28 @@ impl Loader {
         let b = self.rx[w].recv().map_err(|_| {
             Error::Train("a data loader thread stopped (see the error before this one)".into())
         })??;
+        // From page-locked memory the copy is queued on the GPU's stream and the host goes on:
+        // the step is not stalled until the GPU has run everything before it. libtorch's host
+        // allocator keeps the page-locked block until the copy has run, so dropping the batch
+        // here is safe.
+        let to_device =
+            |t: &Tensor| t.to_device_(self.device, t.kind(), self.device.is_cuda(), false);
         Ok(Batch {
-            images: b.images.to_device(self.device),
-            labels: b.labels.to_device(self.device),
+            images: to_device(&b.images),
+            labels: to_device(&b.labels),
             epoch: b.epoch,
         })
     }
+}
+
+/// A batch tensor as the loader thread hands it over: page-locked when the rank trains on a GPU,
+/// so that its copy to the device does not wait for the GPU to catch up with the host.
+fn staged(t: Tensor, device: Device) -> Result<Tensor> {
+    if !device.is_cuda() {
+        return Ok(t);
+    }
+    t.f_pin_memory(device)
+        .map_err(|e| Error::Train(format!("page-locking a batch for {device:?}: {e}")))
 }
 
 impl Drop for Loader {
