@@ -75,6 +75,9 @@ pub struct TrainFigures {
     pub allreduce_share_per_rank: Vec<f64>,
     /// Mean milliseconds per step each rank spent outside the all-reduces (its own work).
     pub work_ms_per_rank: Vec<f64>,
+    /// Standard deviation of that work from step to step, per rank: the jitter that makes the
+    /// faster rank wait at each all-reduce even when no rank is slower on average.
+    pub work_ms_sd_per_rank: Vec<f64>,
     /// Gradient averaging alone (ranks lined up first, see
     /// [`crate::train::Trainer::time_gradient_averaging`]) as a share of the median step; 0 for
     /// one rank.
@@ -85,6 +88,15 @@ pub struct TrainFigures {
     pub phases_ms: Vec<(String, f64)>,
     pub g_params: i64,
     pub d_params: i64,
+}
+
+fn standard_deviation(xs: &[f64]) -> f64 {
+    let n = xs.len() as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let mean = xs.iter().sum::<f64>() / n;
+    (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
 }
 
 /// This process's peak resident set in KiB (Linux: VmHWM of /proc/self/status; 0 elsewhere).
@@ -113,11 +125,14 @@ pub fn train(cfg: &Config, warmup: i64, steps: i64, phases: bool) -> Result<Opti
         t.phases = Some(Default::default());
     }
     let mut times = Vec::with_capacity(steps as usize);
+    let mut work = Vec::with_capacity(steps as usize);
     let mut comm_seconds = 0.0;
     for _ in 0..steps {
         let t0 = Instant::now();
         let s = t.train_step()?;
-        times.push(t0.elapsed().as_secs_f64());
+        let step = t0.elapsed().as_secs_f64();
+        times.push(step);
+        work.push((step - s.allreduce_seconds) * 1e3);
         comm_seconds += s.allreduce_seconds;
     }
     let total: f64 = times.iter().sum();
@@ -135,6 +150,7 @@ pub fn train(cfg: &Config, warmup: i64, steps: i64, phases: bool) -> Result<Opti
     let mine = [
         comm_seconds / total.max(1e-12),
         (total - comm_seconds) * 1e3 / steps.max(1) as f64,
+        standard_deviation(&work),
     ];
     let per_rank = comm.all_gather_bytes(
         &mine
@@ -169,6 +185,7 @@ pub fn train(cfg: &Config, warmup: i64, steps: i64, phases: bool) -> Result<Opti
         allreduce_transfer_share: transfer / median_step_s.max(1e-12),
         allreduce_share_per_rank: per_rank.iter().map(|b| f64s(b, 0)).collect(),
         work_ms_per_rank: per_rank.iter().map(|b| f64s(b, 1)).collect(),
+        work_ms_sd_per_rank: per_rank.iter().map(|b| f64s(b, 2)).collect(),
         peak_rss_mib: rss
             .iter()
             .map(|b| {

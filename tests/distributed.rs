@@ -357,6 +357,10 @@ fn bench_train_reports_throughput_memory_and_the_all_reduce_of_both_ranks() {
         "{line}"
     );
     assert!(work.iter().all(|w| w.as_f64().unwrap() > 0.0), "{line}");
+    // Over several steps no rank's work takes the same microseconds every time.
+    let sd = v["work_ms_sd_per_rank"].as_array().unwrap();
+    assert_eq!(sd.len(), 2, "{line}");
+    assert!(sd.iter().all(|s| s.as_f64().unwrap() > 0.0), "{line}");
     let phases: Vec<&str> = v["phases_ms"]
         .as_array()
         .unwrap()
