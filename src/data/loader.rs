@@ -188,7 +188,9 @@ fn staged(t: Tensor, device: Device) -> Result<Tensor> {
     if !device.is_cuda() {
         return Ok(t);
     }
-    t.f_pin_memory(device)
+    // libtorch's `_pin_memory`: the public `pin_memory`, given a device (tch always passes one),
+    // prints a deprecation warning on every call.
+    t.f_internal_pin_memory(device)
         .map_err(|e| Error::Train(format!("page-locking a batch for {device:?}: {e}")))
 }
 
