@@ -10,8 +10,9 @@ torch_version="2.11.0"
 # starts (launch/slurm/local-cluster.sh); shellcheck lints the launch scripts; iproute2 (ip, tc),
 # util-linux (unshare) and iptables: the namespace "nodes" of tests/nodes.rs (launch/nodes/).
 # libturbojpeg0-dev: the JPEG decoder of ImageFolder datasets (libjpeg-turbo, as Pillow uses).
+# libtcmalloc-minimal4: the allocator CPU tensors use by default (train.host_memory).
 apt_packages=(build-essential pkg-config python3-venv libopenmpi-dev openmpi-bin libclang-dev
-  libturbojpeg0-dev dataset-fashion-mnist slurm-wlm slurmctld slurmd slurm-client munge iproute2 procps
+  libturbojpeg0-dev libtcmalloc-minimal4 dataset-fashion-mnist slurm-wlm slurmctld slurmd slurm-client munge iproute2 procps
   shellcheck util-linux iptables)
 missing=()
 for p in "${apt_packages[@]}"; do

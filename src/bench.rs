@@ -64,6 +64,9 @@ pub struct TrainFigures {
     /// Where rank 0 trained: "cpu" or "cuda:N".
     pub device: String,
     pub threads: i32,
+    /// Who serves CPU allocations on rank 0: "tcmalloc", or glibc under the `train.host_memory`
+    /// policy applied.
+    pub allocator: String,
     pub global_batch: i64,
     pub median_step_s: f64,
     pub images_per_s: f64,
@@ -178,6 +181,7 @@ pub fn train(cfg: &Config, warmup: i64, steps: i64, phases: bool) -> Result<Opti
             _ => "cpu".into(),
         },
         threads: tch::get_num_threads(),
+        allocator: crate::alloc::serving(cfg.train.host_memory),
         global_batch: cfg.train.batch_size,
         median_step_s,
         images_per_s: cfg.train.batch_size as f64 / median_step_s,

@@ -11,6 +11,14 @@ use sagan::train::run::{self, Outcome};
 use sagan::train::run_dir::StartMode;
 use sagan::train::Trainer;
 
+/// The config of a command that joins the job as a rank. Where it asks for tcmalloc, this
+/// process restarts on it here, before MPI, signal handlers or any thread exist.
+fn load_for_a_rank(path: &std::path::Path, overrides: &[String]) -> sagan::Result<Config> {
+    let cfg = Config::load(path, overrides)?;
+    sagan::alloc::restart_on_configured_allocator(cfg.train.host_memory);
+    Ok(cfg)
+}
+
 fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
         let payload = info
@@ -57,7 +65,7 @@ fn run_cli(cli: Cli) -> sagan::Result<u8> {
             resume,
             overwrite,
         } => {
-            let cfg = Config::load(&config, &overrides)?;
+            let cfg = load_for_a_rank(&config, &overrides)?;
             // Before anything starts (on every rank): evaluation that cannot work stops here.
             if cfg.eval.enabled {
                 eval::check_fits(&cfg)?;
@@ -133,7 +141,7 @@ fn run_cli(cli: Cli) -> sagan::Result<u8> {
             overrides,
             iters,
         } => {
-            let cfg = Config::load(&config, &overrides)?;
+            let cfg = load_for_a_rank(&config, &overrides)?;
             if let Some(f) = sagan::bench::all_reduce(&cfg, iters)? {
                 let gbs = |s: f64| f.bytes as f64 / s / 1e9;
                 println!(
@@ -153,7 +161,7 @@ fn run_cli(cli: Cli) -> sagan::Result<u8> {
             steps,
             phases,
         } => {
-            let cfg = Config::load(&config, &overrides)?;
+            let cfg = load_for_a_rank(&config, &overrides)?;
             if let Some(f) = sagan::bench::train(&cfg, warmup, steps.max(1), phases)? {
                 println!("{}", serde_json::to_string(&f).expect("serialisable"));
             }
@@ -171,7 +179,7 @@ fn run_cli(cli: Cli) -> sagan::Result<u8> {
             overrides,
             steps,
         } => {
-            sagan::gpu_check::run(Config::load(&config, &overrides)?, steps)?;
+            sagan::gpu_check::run(load_for_a_rank(&config, &overrides)?, steps)?;
         }
         Command::FidStats {
             config,
@@ -184,7 +192,7 @@ fn run_cli(cli: Cli) -> sagan::Result<u8> {
                 println!("{name} {fid:.9}");
                 return Ok(0);
             }
-            let cfg = Config::load(&config.expect("required by clap"), &overrides)?;
+            let cfg = load_for_a_rank(&config.expect("required by clap"), &overrides)?;
             eval::check_fits(&cfg)?;
             let rank = launch::join(&cfg)?;
             let comm = rank.comm;
@@ -227,7 +235,7 @@ fn run_cli(cli: Cli) -> sagan::Result<u8> {
             overrides,
             checkpoint,
         } => {
-            let cfg = Config::load(&config, &overrides)?;
+            let cfg = load_for_a_rank(&config, &overrides)?;
             let rank = launch::join(&cfg)?;
             // Checks the weights against the model first, then (eval::check_fits) the feature net.
             if let Some(s) = eval::evaluate_checkpoint(&cfg, rank.comm, rank.device, &checkpoint)? {

@@ -120,6 +120,57 @@ fn bf16_autocast_trains_in_bf16_and_keeps_replicas_bitwise_identical() {
     );
 }
 
+/// tcmalloc, the default, is what the ranks run on (the binary restarts itself on it under
+/// mpirun; scripts/setup.sh installs it), and it changes where tensors live, not one bit of the
+/// training: every weight, moment and buffer equals a run's on glibc's map-large.
+#[test]
+fn tcmalloc_serves_the_ranks_and_changes_no_bit() {
+    let (tc, glibc) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, text) = train_and_check_replicas(tc.path(), 4, &[]);
+    assert!(
+        text.contains("CPU tensors allocated by tcmalloc"),
+        "not on tcmalloc (apt install libtcmalloc-minimal4):\n{text}"
+    );
+    let (b, text) = train_and_check_replicas(glibc.path(), 4, &["train.host_memory=\"map-large\""]);
+    assert!(
+        text.contains("CPU tensors allocated by glibc map-large"),
+        "{text}"
+    );
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(ta.equal(tb), "{na} differs between tcmalloc and glibc");
+    }
+}
+
+/// Without the library the run goes on glibc's map-large, and rank 0 says why.
+#[test]
+fn a_missing_tcmalloc_falls_back_to_map_large_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = mpirun(2)
+        .env("SAGAN_TCMALLOC", "/nonexistent/libtcmalloc_minimal.so.4")
+        .arg(bin())
+        .args(["bench-train", "--config", &default_config()])
+        .args(small(dir.path(), 10))
+        .args(["--warmup", "0", "--steps", "1"])
+        .output()
+        .unwrap();
+    let text = ok(&out);
+    assert!(
+        text.contains(
+            "train.host_memory = \"tcmalloc\": SAGAN_TCMALLOC=/nonexistent/libtcmalloc_minimal.so.4 \
+             is not a file; CPU tensors use \"map-large\" instead"
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("is not a file").count(),
+        1,
+        "rank 0 only: {text}"
+    );
+    assert!(text.contains("\"allocator\":\"glibc map-large\""), "{text}");
+}
+
 #[test]
 fn overlapping_the_all_reduce_with_backward_changes_no_bit() {
     let (after, during) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

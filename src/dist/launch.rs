@@ -21,8 +21,11 @@ pub struct Rank {
 /// Joins the run: every rank of an mpirun/srun launch calls this first.
 pub fn join(cfg: &Config) -> Result<Rank> {
     // Before the first large allocation: the policy decides where every activation lives.
-    crate::alloc::apply(cfg.train.host_memory);
+    let allocator_note = crate::alloc::apply(cfg.train.host_memory);
     let (bootstrap, world) = bootstrap()?;
+    if let (Some(note), 0) = (allocator_note, world.rank) {
+        eprintln!("sagan: warning: {note}");
+    }
     abort::set_identity(world.rank, world.size);
     world::cross_check(&world, &|k| std::env::var(k).ok())?;
     let timeout = watchdog::timeout_from_secs(cfg.dist.timeout_s)?;

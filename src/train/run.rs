@@ -241,6 +241,12 @@ impl Run {
             if t.comm.size() > 1 {
                 println!("sagan: {}", t.gradient_plan());
             }
+            if t.device == tch::Device::Cpu {
+                println!(
+                    "sagan: CPU tensors allocated by {} (train.host_memory)",
+                    crate::alloc::serving(t.cfg.train.host_memory)
+                );
+            }
         }
         if t.comm.rank() == 0 && !t.cfg.eval.enabled {
             println!(
