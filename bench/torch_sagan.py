@@ -289,6 +289,25 @@ class Ema:
                 e.copy_(b)
 
 
+# Leaf ops that only allocate, alias or describe a tensor: no kernel on a GPU.
+NO_KERNEL = {
+    "aten::empty", "aten::empty_strided", "aten::empty_like", "aten::view", "aten::as_strided",
+    "aten::reshape", "aten::_reshape_alias", "aten::_unsafe_view", "aten::t", "aten::transpose",
+    "aten::permute", "aten::expand", "aten::unsqueeze", "aten::squeeze", "aten::narrow",
+    "aten::slice", "aten::select", "aten::detach", "aten::alias", "aten::lift_fresh",
+    "aten::resize_", "aten::set_", "aten::is_nonzero", "aten::item", "aten::_local_scalar_dense",
+    "aten::result_type", "aten::split", "aten::chunk", "aten::flatten", "aten::unbind",
+    "aten::view_as", "aten::expand_as", "aten::contiguous", "aten::to", "aten::_to_copy",
+    "aten::requires_grad_", "aten::zeros_like", "aten::ones_like", "aten::numpy_T",
+}
+
+
+def kernel_like_ops(events):
+    """Profiled leaf aten ops that compute something (a GPU would launch a kernel for each)."""
+    return sum(1 for e in events
+               if e.name.startswith("aten::") and not e.cpu_children and e.name not in NO_KERNEL)
+
+
 def step_seed(seed, step, phase):
     """src/train/trainer.rs step_seed (SplitMix64's finaliser)."""
     mask = (1 << 64) - 1
@@ -460,6 +479,8 @@ def main():
             train_step(args.warmup + args.steps)
         with open(args.profile, "w") as f:
             f.write(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=60))
+            f.write(f"\n{kernel_like_ops(prof.events())} ops per iteration that compute (leaf ops "
+                    "that are not views, allocations or metadata: about one kernel launch each on a GPU)\n")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     if world > 1:
         all_rss = [None] * world

@@ -18,7 +18,7 @@
 //! map-large and says so.
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::config::HostMemory;
 
@@ -85,9 +85,12 @@ pub fn restart_on_configured_allocator(policy: HostMemory) {
         preload.push(":");
         preload.push(old);
     }
-    let Ok(exe) = std::env::current_exe() else {
+    // The running file itself, even where a rebuild has since replaced (unlinked) the path it was
+    // started from: restarting must not switch a rank to another version of the program.
+    let exe = Path::new("/proc/self/exe");
+    if !exe.exists() {
         return;
-    };
+    }
     let mut args = std::env::args_os();
     let mut cmd = std::process::Command::new(exe);
     if let Some(arg0) = args.next() {
