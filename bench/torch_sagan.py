@@ -298,7 +298,7 @@ NO_KERNEL = {
     "aten::resize_", "aten::set_", "aten::is_nonzero", "aten::item", "aten::_local_scalar_dense",
     "aten::result_type", "aten::split", "aten::chunk", "aten::flatten", "aten::unbind",
     "aten::view_as", "aten::expand_as", "aten::contiguous", "aten::to", "aten::_to_copy",
-    "aten::requires_grad_", "aten::zeros_like", "aten::ones_like", "aten::numpy_T",
+    "aten::requires_grad_", "aten::numpy_T",
 }
 
 

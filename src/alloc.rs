@@ -18,7 +18,7 @@
 //! map-large and says so.
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::config::HostMemory;
 
@@ -87,12 +87,8 @@ pub fn restart_on_configured_allocator(policy: HostMemory) {
     }
     // The running file itself, even where a rebuild has since replaced (unlinked) the path it was
     // started from: restarting must not switch a rank to another version of the program.
-    let exe = Path::new("/proc/self/exe");
-    if !exe.exists() {
-        return;
-    }
     let mut args = std::env::args_os();
-    let mut cmd = std::process::Command::new(exe);
+    let mut cmd = std::process::Command::new("/proc/self/exe");
     if let Some(arg0) = args.next() {
         cmd.arg0(arg0);
     }
