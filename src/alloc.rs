@@ -71,6 +71,7 @@ pub fn tcmalloc_loaded() -> bool {
 /// Call it first, before MPI starts or any thread runs. It returns only when nothing is to be
 /// done or the restart could not happen; [`apply`] then falls back to map-large and says why.
 pub fn restart_on_configured_allocator(policy: HostMemory) {
+    restore_process_name();
     if policy != HostMemory::Tcmalloc
         || tcmalloc_loaded()
         || std::env::var_os(RESTARTED_ENV).is_some()
@@ -85,10 +86,8 @@ pub fn restart_on_configured_allocator(policy: HostMemory) {
         preload.push(":");
         preload.push(old);
     }
-    // The running file itself, even where a rebuild has since replaced (unlinked) the path it was
-    // started from: restarting must not switch a rank to another version of the program.
     let mut args = std::env::args_os();
-    let mut cmd = std::process::Command::new("/proc/self/exe");
+    let mut cmd = std::process::Command::new(running_file());
     if let Some(arg0) = args.next() {
         cmd.arg0(arg0);
     }
@@ -98,6 +97,47 @@ pub fn restart_on_configured_allocator(policy: HostMemory) {
     let err = cmd.exec();
     // Only reached when exec failed; apply() reports the fallback.
     let _ = RESTART_FAILED.set(err.to_string());
+}
+
+/// The path to exec for the restart: the running file's own path while that path still is the
+/// running file (same device and inode), else `/proc/self/exe`, which always is, even after a
+/// rebuild replaced (unlinked) the path: restarting must not switch a rank to another version of
+/// the program. The kernel names a process after the file name it was exec'd by, so the real
+/// path keeps the name `sagan` in ps, top, pgrep and Slurm's and nvidia-smi's process lists;
+/// after the fallback [`restore_process_name`] renames it.
+fn running_file() -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let proc_exe = PathBuf::from("/proc/self/exe");
+    let same_file = |path: &PathBuf| {
+        let (Ok(a), Ok(b)) = (std::fs::metadata(path), std::fs::metadata(&proc_exe)) else {
+            return false;
+        };
+        a.dev() == b.dev() && a.ino() == b.ino()
+    };
+    match std::fs::read_link(&proc_exe) {
+        Ok(path) if same_file(&path) => path,
+        _ => proc_exe,
+    }
+}
+
+/// A process restarted through `/proc/self/exe` is called "exe"; this gives it its program's
+/// name back (what the kernel would have called it), through `/proc/self/comm`, which needs no
+/// privilege for one's own process. Does nothing where the name is already right.
+pub fn restore_process_name() {
+    let Ok(current) = std::fs::read_to_string("/proc/self/comm") else {
+        return;
+    };
+    if current.trim_end() != "exe" {
+        return;
+    }
+    let Some(name) = std::env::current_exe().ok().and_then(|p| {
+        let name = p.file_name()?.to_string_lossy().into_owned();
+        Some(name.trim_end_matches(" (deleted)").to_string())
+    }) else {
+        return;
+    };
+    // The kernel keeps the first 15 bytes; a failure leaves the name as it was, harmlessly.
+    let _ = std::fs::write("/proc/self/comm", name.as_bytes());
 }
 
 static RESTART_FAILED: std::sync::OnceLock<String> = std::sync::OnceLock::new();

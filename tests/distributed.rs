@@ -298,6 +298,64 @@ fn mismatched_configs_are_refused() {
     );
 }
 
+/// The ranks restart themselves on tcmalloc, and still carry the program's name: `pgrep sagan`,
+/// ps, top and Slurm's process lists find them (an exec through /proc/self/exe made them "exe").
+#[test]
+fn running_ranks_are_named_sagan() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = mpirun(2)
+        .arg(bin())
+        .args(["train", "--config", &default_config()])
+        .args(small(dir.path(), 100_000))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let metrics = dir.path().join("metrics.jsonl");
+    let t0 = Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(true, |s| s.is_empty()) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "training never started"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let ranks: Vec<u32> = (0..2)
+        .map(|r| find_rank_pid(child.id(), r).expect("rank process"))
+        .collect();
+    let pgrep = Command::new("pgrep")
+        .args(["-x", "sagan"])
+        .output()
+        .unwrap();
+    let found = String::from_utf8_lossy(&pgrep.stdout).into_owned();
+    let facts: Vec<(String, bool, bool)> = ranks
+        .iter()
+        .map(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+            let listed = found.split_whitespace().any(|p| p == pid.to_string());
+            (
+                comm.trim_end().to_string(),
+                maps.contains("libtcmalloc"),
+                listed,
+            )
+        })
+        .collect();
+    // The ranks first, so that none outlives its mpirun.
+    for pid in &ranks {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    for (r, (comm, on_tcmalloc, listed)) in facts.iter().enumerate() {
+        assert!(*on_tcmalloc, "rank {r} did not restart on tcmalloc");
+        assert_eq!(comm, "sagan", "rank {r}'s /proc/PID/comm");
+        assert!(listed, "`pgrep -x sagan` missed rank {r}: {found:?}");
+    }
+}
+
 #[test]
 fn a_killed_rank_ends_the_whole_run() {
     let dir = tempfile::tempdir().unwrap();
