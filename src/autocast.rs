@@ -46,10 +46,7 @@ impl Guard {
             Autocast::Off => return None,
             Autocast::Bf16 => SCALAR_BFLOAT16,
         };
-        let device_type = match device {
-            Device::Cuda(_) => DEVICE_CUDA,
-            _ => DEVICE_CPU,
-        };
+        let device_type = device_type(device);
         // SAFETY: plain functions of libtorch's thread-local autocast state, taking and returning
         // integers and bools; valid device types and dtypes only.
         unsafe {
@@ -77,6 +74,50 @@ impl Drop for Guard {
             set_autocast_enabled(self.device_type, self.was_enabled);
             set_autocast_dtype(self.device_type, self.was_dtype);
         }
+    }
+}
+
+/// Autocast off on the calling thread for `device`'s type while it lives, as
+/// `torch.autocast(enabled=False)` does: for the numerics that must stay fp32 whoever calls them
+/// (spectral norm's power iteration, whose `mv` CUDA autocast would run in bf16). Dropping it
+/// restores what was there before.
+pub struct Fp32Guard {
+    device_type: i8,
+    was_enabled: bool,
+}
+
+impl Fp32Guard {
+    pub fn new(device: Device) -> Self {
+        let device_type = device_type(device);
+        // SAFETY: as in `Guard::new`.
+        unsafe {
+            let guard = Self {
+                device_type,
+                was_enabled: is_autocast_enabled(device_type),
+            };
+            set_autocast_enabled(device_type, false);
+            guard
+        }
+    }
+}
+
+impl Drop for Fp32Guard {
+    fn drop(&mut self) {
+        // SAFETY: as in `Guard::new`.
+        unsafe { set_autocast_enabled(self.device_type, self.was_enabled) }
+    }
+}
+
+/// Runs `f` in fp32 on `device`, autocast or not around it.
+pub fn fp32<T>(device: Device, f: impl FnOnce() -> T) -> T {
+    let _guard = Fp32Guard::new(device);
+    f()
+}
+
+fn device_type(device: Device) -> i8 {
+    match device {
+        Device::Cuda(_) => DEVICE_CUDA,
+        _ => DEVICE_CPU,
     }
 }
 
@@ -115,5 +156,19 @@ mod tests {
         assert_eq!(conv_kind(), Kind::Float);
         // SAFETY: a read of the thread-local state the guards restored.
         assert!(!unsafe { is_autocast_enabled(DEVICE_CPU) });
+    }
+
+    #[test]
+    fn an_fp32_region_inside_autocast_computes_in_fp32_and_ends_where_it_began() {
+        run(Autocast::Bf16, Device::Cpu, || {
+            fp32(Device::Cpu, || {
+                assert_eq!(conv_kind(), Kind::Float);
+                let m = Tensor::ones([4, 4], (Kind::Float, Device::Cpu));
+                assert_eq!(m.mm(&m).kind(), Kind::Float);
+            });
+            assert_eq!(conv_kind(), Kind::BFloat16);
+        });
+        fp32(Device::Cpu, || assert_eq!(conv_kind(), Kind::Float));
+        assert_eq!(conv_kind(), Kind::Float);
     }
 }

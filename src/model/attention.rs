@@ -50,12 +50,48 @@ impl SelfAttention {
         let theta = tokens(self.theta.forward(x));
         let phi = tokens(pool(self.phi.forward(x)));
         let g = tokens(pool(self.g.forward(x)));
-        let attn = theta.bmm(&phi.transpose(1, 2)).softmax(-1, theta.kind());
+        // The softmax in fp32 whatever the logits' precision: under bf16 autocast they come
+        // from a bf16 product, and a bf16 softmax over H*W keys loses the small weights.
+        let attn = theta
+            .bmm(&phi.transpose(1, 2))
+            .softmax(-1, tch::Kind::Float);
         let o = attn.bmm(&g).view([b, h, w, -1]).permute([0, 3, 1, 2]);
         let o = match &self.out {
             Some(conv) => conv.forward(&o),
             None => o,
         };
         (x + &self.gamma * o, attn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Autocast;
+    use crate::model::SnMode;
+    use tch::{Device, Kind};
+
+    /// Under bf16 autocast the projections run in bf16 but the attention weights are an fp32
+    /// softmax: fp32 maps whose rows sum to one to fp32 precision.
+    #[test]
+    fn the_softmax_stays_fp32_under_bf16_autocast() {
+        for kind in [AttentionKind::Official, AttentionKind::Paper] {
+            tch::manual_seed(5);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let reg = SnRegistry::new(1e-12);
+            let attn = SelfAttention::new(&reg, vs.root() / "a", 32, kind);
+            reg.refresh(SnMode::Detached);
+            let x = Tensor::randn([2, 32, 8, 8], (Kind::Float, Device::Cpu));
+            let (y, map) = tch::no_grad(|| {
+                crate::autocast::run(Autocast::Bf16, Device::Cpu, || attn.forward_with_map(&x))
+            });
+            assert_eq!(map.kind(), Kind::Float, "{kind:?}");
+            let worst = (map.sum_dim_intlist(-1, false, Kind::Double) - 1.0)
+                .abs()
+                .max()
+                .double_value(&[]);
+            assert!(worst < 1e-5, "{kind:?}: rows sum to 1 within {worst}");
+            assert!(bool::try_from(y.isfinite().all()).unwrap());
+        }
     }
 }

@@ -36,8 +36,11 @@ impl BatchNorm {
             BnMode::Train | BnMode::Running => (Some(&self.running_mean), Some(&self.running_var)),
             BnMode::Batch => (None, None),
         };
+        // Statistics and normalisation in fp32: under bf16 autocast the activations arrive in
+        // bf16, and running statistics must not take bf16's 8-bit mantissa.
+        let x = x.to_kind(tch::Kind::Float);
         Tensor::batch_norm(
-            x,
+            &x,
             None::<&Tensor>,
             None::<&Tensor>,
             mean,
@@ -90,5 +93,36 @@ impl AffineBatchNorm {
 
     pub fn forward(&self, x: &Tensor, mode: BnMode) -> Tensor {
         self.bn.normalise(x, mode) * self.weight.view([1, -1, 1, 1]) + self.bias.view([1, -1, 1, 1])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Autocast;
+    use tch::{Device, Kind};
+
+    /// Activations that arrive in bf16 (autocast) are normalised in fp32, and the running
+    /// statistics are those of the same values in fp32.
+    #[test]
+    fn bf16_activations_get_fp32_statistics_and_output() {
+        let make = || {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let bn = BatchNorm::new(&(vs.root() / "bn"), 4, 1e-5, 0.1);
+            (vs, bn)
+        };
+        let ((_a, plain), (_b, mixed)) = (make(), make());
+        tch::manual_seed(3);
+        let x = (Tensor::randn([8, 4, 5, 5], (Kind::Float, Device::Cpu)) * 3.0 + 1.0)
+            .to_kind(Kind::BFloat16);
+        let want = plain.normalise(&x.to_kind(Kind::Float), BnMode::Train);
+        let got = crate::autocast::run(Autocast::Bf16, Device::Cpu, || {
+            mixed.normalise(&x, BnMode::Train)
+        });
+        assert_eq!(got.kind(), Kind::Float);
+        assert!(got.equal(&want));
+        assert_eq!(mixed.running_mean.kind(), Kind::Float);
+        assert!(mixed.running_mean.equal(&plain.running_mean));
+        assert!(mixed.running_var.equal(&plain.running_var));
     }
 }

@@ -78,6 +78,8 @@ impl SpectralNorm {
 
     /// One power iteration: updates u and v from the current W, nothing else.
     pub fn power_iteration(&self) {
+        // fp32 even inside an autocast region: CUDA autocast would run `mv` in bf16.
+        let _fp32 = crate::autocast::Fp32Guard::new(self.weight.device());
         tch::no_grad(|| {
             let w = self.matrix();
             let v = l2_normalise(&w.tr().mv(&self.u), self.eps);
@@ -104,6 +106,7 @@ impl SpectralNorm {
     }
 
     pub fn refresh(&self, mode: SnMode) {
+        let _fp32 = crate::autocast::Fp32Guard::new(self.weight.device());
         if mode == SnMode::PowerIteration {
             self.power_iteration();
         }
@@ -275,7 +278,31 @@ impl SnEmbedding {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Autocast;
     use tch::Device;
+
+    /// Inside a bf16 autocast region the power iteration and W / sigma are what they are outside
+    /// it, bit for bit, and fp32 (CUDA autocast would otherwise take `mv` to bf16).
+    #[test]
+    fn power_iteration_and_normalisation_ignore_autocast() {
+        let make = || {
+            tch::manual_seed(7);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let sn = SpectralNorm::new(&(vs.root() / "w"), &[16, 8, 3, 3], 72, 144, 1e-12);
+            (vs, sn)
+        };
+        let ((_a, plain), (_b, mixed)) = (make(), make());
+        plain.refresh(SnMode::PowerIteration);
+        crate::autocast::run(Autocast::Bf16, Device::Cpu, || {
+            mixed.refresh(SnMode::PowerIteration)
+        });
+        for (x, y) in [(&plain.u, &mixed.u), (&plain.v, &mixed.v)] {
+            assert_eq!(y.kind(), Kind::Float);
+            assert!(x.equal(y));
+        }
+        assert_eq!(mixed.weight().kind(), Kind::Float);
+        assert!(plain.weight().equal(&mixed.weight()));
+    }
 
     #[test]
     fn convolutions_hand_on_channels_last_activations_whatever_their_input() {
