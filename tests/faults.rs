@@ -254,6 +254,74 @@ fn a_diverged_run_stops_at_its_step_and_keeps_the_last_good_checkpoint() {
     store::load(&root.join("step_00000001")).unwrap();
 }
 
+/// Under bf16 autocast the same divergence skips steps instead of stopping at the first: each
+/// skipped step leaves G, D, G_ema and both Adams exactly as the step before left them (D's update
+/// of that step undone too), is counted, and five in a row stop the run as diverged.
+#[test]
+fn under_autocast_a_non_finite_step_is_undone_for_g_and_d_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = with(
+        small(dir.path(), 30),
+        &[
+            "train.lr_d=1e10",
+            "train.lr_g=1e10",
+            "train.checkpoint_every=1",
+            "train.log_every=1",
+            "train.keep_checkpoints=100",
+            "train.autocast=\"bf16\"",
+        ],
+    );
+    let t = assert_fails_with(
+        train(0, &args),
+        90,
+        &[
+            "skipped step in a row",
+            "training diverged",
+            "under train.autocast",
+        ],
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v.get("stats").is_some())
+        .collect();
+    let first = lines
+        .iter()
+        .find(|v| v["stats"]["skipped"] == true)
+        .unwrap_or_else(|| panic!("no skipped step logged:\n{t}"));
+    let k = first["step"].as_i64().unwrap();
+    assert!(k >= 2, "step {k} skipped before any finite step:\n{t}");
+    assert_eq!(first["skipped_steps"], 1, "{first}");
+    assert!(
+        t.contains("the step is skipped for G and D together (1 skipped so far)"),
+        "{t}"
+    );
+    let root = dir.path().join("checkpoints");
+    let (before, after) = (
+        root.join(format!("step_{:08}", k - 1)),
+        root.join(format!("step_{k:08}")),
+    );
+    let (a, b) = (store::load(&before).unwrap(), store::load(&after).unwrap());
+    assert_eq!(a.state.adam_d_steps, b.state.adam_d_steps);
+    assert_eq!(a.state.adam_g_steps, b.state.adam_g_steps);
+    assert_eq!(b.state.skipped_steps, 1);
+    for file in ["G", "D", "G_ema", "adam_G", "adam_D"] {
+        let read = |d: &Path| {
+            let mut v =
+                tch::Tensor::read_safetensors(d.join(format!("{file}.safetensors"))).unwrap();
+            v.sort_by(|p, q| p.0.cmp(&q.0));
+            v
+        };
+        let (x, y) = (read(&before), read(&after));
+        assert_eq!(x.len(), y.len());
+        for ((n, tx), (m, ty)) in x.iter().zip(&y) {
+            assert_eq!(n, m);
+            assert!(tx.equal(ty), "{file}.{n} changed in skipped step {k}");
+        }
+    }
+}
+
 #[test]
 fn a_run_directory_is_never_overwritten_by_accident() {
     let dir = tempfile::tempdir().unwrap();

@@ -43,6 +43,9 @@ pub struct TrainingState {
     pub adam_g_steps: i64,
     pub adam_d_steps: i64,
     pub resyncs: usize,
+    /// Steps skipped for non-finite gradients under autocast (absent from older checkpoints).
+    #[serde(default)]
+    pub skipped_steps: usize,
     /// The best evaluation so far (its checkpoint is kept), if evaluation runs.
     pub best: Option<BestScore>,
     /// The run's first evaluation, reported again at the end of a resumed run.

@@ -259,6 +259,7 @@ mod tests {
                 adam_g_steps: step,
                 adam_d_steps: step,
                 resyncs: 0,
+                skipped_steps: 0,
                 best: None,
                 eval_start: None,
                 config_toml: String::new(),

@@ -22,6 +22,8 @@ pub struct StepReport<'a> {
     pub stats: &'a StepStats,
     pub gammas: &'a [(String, f64)],
     pub resyncs: usize,
+    /// Steps skipped for non-finite gradients under autocast, so far.
+    pub skipped_steps: usize,
     pub lr_g: f64,
     pub lr_d: f64,
     pub images_per_second: f64,
@@ -79,6 +81,7 @@ impl Reporter {
             .collect();
         self.json_line(serde_json::json!({
             "step": r.step, "stats": s, "gammas": gammas, "resyncs": r.resyncs,
+            "skipped_steps": r.skipped_steps,
             "images_per_second": r.images_per_second, "allreduce_share": r.allreduce_share,
         }))?;
         let scalars = [
@@ -95,6 +98,7 @@ impl Reporter {
             ("perf/images_per_second", r.images_per_second),
             ("perf/allreduce_share", r.allreduce_share),
             ("dist/sn_resyncs", r.resyncs as f64),
+            ("train/skipped_steps", r.skipped_steps as f64),
         ];
         for (tag, v) in scalars {
             self.tb.add_scalar(tag, v, r.step)?;

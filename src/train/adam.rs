@@ -106,6 +106,15 @@ impl Adam {
         &self.flat_grad
     }
 
+    /// The flat tensors a step changes: parameters and both moments (for undoing a step).
+    pub fn flat_state(&self) -> [Tensor; 3] {
+        [
+            self.flat.shallow_clone(),
+            self.flat_exp_avg.shallow_clone(),
+            self.flat_exp_avg_sq.shallow_clone(),
+        ]
+    }
+
     pub fn zero_grad(&self) {
         let _ = tch::no_grad(|| self.flat_grad.shallow_clone().zero_());
     }

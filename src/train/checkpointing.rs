@@ -53,6 +53,7 @@ pub fn snapshot(t: &Trainer, record: &RunRecord) -> Result<Snapshot> {
         adam_g_steps: t.opt_g.step,
         adam_d_steps: t.opt_d.step,
         resyncs: t.resyncs,
+        skipped_steps: t.skipped_steps,
         best: record.best,
         eval_start: record.eval_start.clone(),
         config_toml: cfg_toml,
@@ -206,6 +207,7 @@ pub fn restore(t: &mut Trainer, state: &TrainingState, found: Option<Found>) -> 
     t.opt_g.step = state.adam_g_steps;
     t.opt_d.step = state.adam_d_steps;
     t.set_step(state.step, state.resyncs);
+    t.skipped_steps = state.skipped_steps;
     let everything = t.replicated_state();
     sync::broadcast_from_root(t.comm, &everything)?;
     sync::verify_identical(t.comm, &everything)

@@ -8,5 +8,6 @@ pub mod run;
 pub mod run_dir;
 pub mod schedule;
 pub mod trainer;
+pub mod undo;
 
 pub use trainer::{StepStats, Trainer};

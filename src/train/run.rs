@@ -41,6 +41,8 @@ pub struct RunSummary {
     /// Attention gammas by block (`G.attention.1`, `D.attention.0`).
     pub gammas: BTreeMap<String, f64>,
     pub resyncs: usize,
+    /// Steps skipped for non-finite gradients under autocast (see `train::undo`).
+    pub skipped_steps: usize,
     /// The network behind FID and IS, the suffix of every metric name (`fmnist_classifier`).
     pub feature_net: Option<String>,
     /// Scores before the first step, by network (`G_ema`), named for the feature network
@@ -330,6 +332,7 @@ impl Run {
             stats: &self.stats,
             gammas: &t.named_gammas(),
             resyncs: t.resyncs,
+            skipped_steps: t.skipped_steps,
             lr_g: t.opt_g.lr,
             lr_d: t.opt_d.lr,
             images_per_second: t.cfg.train.batch_size as f64 / per_step,
@@ -491,6 +494,7 @@ impl Run {
                 / elapsed.max(1e-9),
             gammas: t.named_gammas().into_iter().collect(),
             resyncs: t.resyncs,
+            skipped_steps: t.skipped_steps,
             feature_net: label.map(str::to_string),
             scores_start,
             scores_end: (!end.is_empty()).then_some(end),

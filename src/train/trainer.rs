@@ -9,7 +9,8 @@ use tch::{Device, Kind, Tensor};
 use super::adam::{flatten, Adam};
 use super::ema::Ema;
 use super::loss;
-use crate::config::Config;
+use super::undo::{StepUndo, MAX_SKIPS_IN_A_ROW};
+use crate::config::{Autocast, Config};
 use crate::data::{Dataset, DistributedSampler, Loader, LoaderOptions};
 use crate::dist::buckets::GradientBuckets;
 use crate::dist::{sync, Comm};
@@ -28,6 +29,9 @@ pub struct StepStats {
     pub g_grad_norm: f64,
     /// Seconds this rank spent in the gradient all-reduces of the step (on GPUs: enqueue and wait).
     pub allreduce_seconds: f64,
+    /// The step's gradients were not finite under autocast, and G and D were put back as they
+    /// were before it (see `train::undo`).
+    pub skipped: bool,
 }
 
 pub struct Trainer {
@@ -51,6 +55,9 @@ pub struct Trainer {
     pub step: i64,
     /// Buffers re-broadcast because ranks disagreed.
     pub resyncs: usize,
+    /// Steps skipped for non-finite gradients under autocast, in all and in a row.
+    pub skipped_steps: usize,
+    skips_in_a_row: usize,
     /// Wall time per phase of the step, when a benchmark asks for it (`sagan bench-train`).
     pub phases: Option<PhaseClock>,
 }
@@ -174,6 +181,8 @@ impl Trainer {
             d_buckets,
             step: 0,
             resyncs: 0,
+            skipped_steps: 0,
+            skips_in_a_row: 0,
             phases: None,
         })
     }
@@ -269,6 +278,11 @@ impl Trainer {
         let mut d_stats = Vec::new();
         let mut d_sq_all: Option<Tensor> = None;
         self.mark("between steps");
+        let undo = (self.cfg.train.autocast != Autocast::Off)
+            .then(|| StepUndo::take(self.changed_by_a_step(), [self.opt_g.step, self.opt_d.step]));
+        if undo.is_some() {
+            self.mark("undo copy (autocast)");
+        }
         self.g.sn.refresh(SnMode::PowerIteration);
         self.mark("SN refresh");
         for i in 0..self.cfg.train.d_steps {
@@ -347,6 +361,10 @@ impl Trainer {
         s.allreduce_seconds =
             self.d_buckets.take_comm_seconds() + self.g_buckets.take_comm_seconds();
         self.step += 1;
+        if let Some(undo) = undo.filter(|_| !(d_sq_all.is_finite() && s.g_grad_norm.is_finite())) {
+            return self.skip(undo, s, d_sq_all.is_finite());
+        }
+        self.skips_in_a_row = 0;
         // Both networks have been updated by now; a failure here still stops the run before
         // anything of this step is saved.
         if !d_sq_all.is_finite() {
@@ -358,6 +376,46 @@ impl Trainer {
         check_finite_losses(self.step, &s)?;
         self.ema.update(self.step, &self.g_ema);
         self.mark("EMA");
+        Ok(s)
+    }
+
+    /// Everything a step changes in place: both networks' parameters and Adam moments (flat) and
+    /// their buffers (spectral norm's u and v, batch-norm statistics). G_ema changes only after
+    /// the step's checks.
+    fn changed_by_a_step(&self) -> Vec<Tensor> {
+        let mut out: Vec<Tensor> = self.opt_g.flat_state().into();
+        out.extend(self.opt_d.flat_state());
+        for vs in [&self.g.vs, &self.d.vs] {
+            out.extend(model::buffers(vs).into_iter().map(|(_, t)| t));
+        }
+        out
+    }
+
+    /// Undoes the step just run (non-finite gradients under autocast) for G and D together, and
+    /// counts it; stops the run after [`MAX_SKIPS_IN_A_ROW`] in a row.
+    fn skip(&mut self, undo: StepUndo, mut s: StepStats, d_finite: bool) -> Result<StepStats> {
+        let [g_steps, d_steps] = undo.restore();
+        self.opt_g.step = g_steps;
+        self.opt_d.step = d_steps;
+        for sn in [&self.g.sn, &self.d.sn] {
+            sn.refresh(SnMode::Detached);
+        }
+        self.skipped_steps += 1;
+        self.skips_in_a_row += 1;
+        let net = if d_finite { "G" } else { "D" };
+        if self.skips_in_a_row >= MAX_SKIPS_IN_A_ROW {
+            return Err(Error::Train(format!(
+                "step {}: {net}'s averaged gradient is not finite under train.autocast, the                  {MAX_SKIPS_IN_A_ROW}th skipped step in a row: training diverged and stops here                  (G and D are as they were before these steps); nothing from them is saved, and                  the last checkpoint (if any) is kept for --resume (with a lower learning rate,                  or train.autocast = \"off\")",
+                self.step
+            )));
+        }
+        if self.comm.rank() == 0 {
+            eprintln!(
+                "sagan: step {}: {net}'s averaged gradient is not finite under train.autocast;                  the step is skipped for G and D together ({} skipped so far)",
+                self.step, self.skipped_steps
+            );
+        }
+        s.skipped = true;
         Ok(s)
     }
 
@@ -566,6 +624,7 @@ fn read_statistics(
         g_loss: v[6],
         g_grad_norm: v[7].sqrt(),
         allreduce_seconds: 0.0,
+        skipped: false,
     };
     Ok((stats, v[5]))
 }
