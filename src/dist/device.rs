@@ -17,19 +17,34 @@ pub struct RankView {
     /// This rank's index among the ranks on its node, as MPI sees it (shared-memory domain).
     #[serde(default)]
     pub local_rank: usize,
+    /// Set where the driver sees GPUs that libtorch does not: why (see [`cuda_diagnosis`]).
+    #[serde(default)]
+    pub unusable_gpus: Option<String>,
 }
 
 impl RankView {
     pub fn probe(local_rank: usize) -> RankView {
+        let cuda_devices = if tch::Cuda::is_available() {
+            tch::Cuda::device_count()
+        } else {
+            0
+        };
+        let driver = if cuda_devices == 0 {
+            super::cuda_driver::device_count()
+        } else {
+            0
+        };
         RankView {
             local_rank,
             host: super::world::hostname(),
-            cuda_devices: if tch::Cuda::is_available() {
-                tch::Cuda::device_count()
-            } else {
-                0
-            },
+            cuda_devices,
             cpus: allowed_cpus(),
+            unusable_gpus: (driver > 0).then(|| {
+                format!(
+                    "the driver sees {driver} GPU(s) but libtorch none: {}",
+                    cuda_diagnosis()
+                )
+            }),
         }
     }
 }
@@ -58,6 +73,16 @@ pub fn plan(kind: BackendKind, rank: usize, views: &[RankView], threads: i64) ->
         let verb = if ranks.len() == 1 { "sees" } else { "see" };
         format!("{} {verb}", ranks.join(" and "))
     };
+    // A GPU node whose ranks would quietly train on its CPUs: the binary's CUDA is broken.
+    if let (BackendKind::Auto, Some(r)) =
+        (kind, (0..size).find(|&r| views[r].unusable_gpus.is_some()))
+    {
+        return Err(Error::Dist(format!(
+            "rank {r} on {}: {}; set dist.backend = \"mpi\" to train on CPUs anyway",
+            views[r].host,
+            views[r].unusable_gpus.as_deref().unwrap_or_default()
+        )));
+    }
     let backend = match kind {
         BackendKind::Auto if size == 1 => BackendKind::Local,
         BackendKind::Auto if with_gpu.len() == size => BackendKind::Nccl,
@@ -165,15 +190,37 @@ pub fn describe_hosts(views: &[RankView]) -> (String, Vec<String>) {
     (line, warnings)
 }
 
-/// Fails with a clear message when CUDA was asked for but is absent.
+/// Fails with a clear message when CUDA was asked for but is absent, saying which part is
+/// missing (see [`cuda_diagnosis`]).
 pub fn require_cuda(what: &str) -> Result<()> {
     if tch::Cuda::is_available() {
         Ok(())
     } else {
         Err(Error::Dist(format!(
-            "{what} needs CUDA, but libtorch reports no CUDA device on this machine"
+            "{what} needs CUDA, but libtorch reports no CUDA device on this machine: {}",
+            cuda_diagnosis()
         )))
     }
+}
+
+/// Whether libtorch's CUDA library is mapped into this process. tch references nothing in it, so
+/// a link with --as-needed drops it and libtorch never registers CUDA ("Cannot initialize CUDA
+/// without ATen_cuda library", tch-rs #980); build.rs links it with --no-as-needed.
+pub fn libtorch_cuda_loaded() -> bool {
+    std::fs::read_to_string("/proc/self/maps").is_ok_and(|m| m.contains("libtorch_cuda.so"))
+}
+
+/// Why libtorch sees no CUDA device, from the binary's side first (libtorch_cuda linked and
+/// loaded), then the driver's.
+pub fn cuda_diagnosis() -> String {
+    if !libtorch_cuda_loaded() {
+        return "libtorch_cuda.so is not loaded into this process: this sagan was built against                 a CPU-only libtorch, or linked without --no-as-needed (tch-rs #980); build it                 against the CUDA torch wheel (scripts/setup.sh installs it)"
+            .into();
+    }
+    format!(
+        "libtorch_cuda.so is loaded, and {}",
+        super::cuda_driver::driver_status()
+    )
 }
 
 /// Intra-op threads: the configured number, else this rank's CPUs split between the ranks of this
@@ -229,6 +276,7 @@ mod tests {
             cuda_devices: gpus,
             cpus: cpus.to_vec(),
             local_rank: 0,
+            unusable_gpus: None,
         }
     }
 
@@ -260,6 +308,24 @@ mod tests {
         );
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(warnings[0].starts_with("rank 2 on same is local rank 0 to MPI but 2"));
+    }
+
+    /// The binary links libtorch's CUDA library even on a machine without a GPU (the torch wheel
+    /// of scripts/setup.sh is the CUDA build), and the "no CUDA" message names what is missing.
+    #[test]
+    fn libtorch_cuda_is_linked_and_a_missing_gpu_is_explained() {
+        assert!(
+            libtorch_cuda_loaded(),
+            "libtorch_cuda.so is not mapped: build.rs's --no-as-needed link is lost"
+        );
+        if tch::Cuda::is_available() {
+            return;
+        }
+        let e = require_cuda("this test").unwrap_err().to_string();
+        assert!(
+            e.contains("libtorch_cuda.so is loaded, and the CUDA driver"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -315,6 +381,21 @@ mod tests {
                 "{e}"
             );
         }
+        // GPUs the driver sees and libtorch does not stop an automatic choice, not a forced one.
+        let mut broken = [view("a", 0, &[0]), view("gpu7", 0, &[0])];
+        broken[1].unusable_gpus = Some("the driver sees 8 GPU(s) but libtorch none: x".into());
+        let e = plan(BackendKind::Auto, 0, &broken, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("rank 1 on gpu7: the driver sees 8 GPU(s)"),
+            "{e}"
+        );
+        assert!(e.contains("dist.backend = \"mpi\""), "{e}");
+        assert_eq!(
+            plan(BackendKind::Mpi, 0, &broken, 0).unwrap().device,
+            Device::Cpu
+        );
         let crowded = [view("a", 1, &[0]), view("a", 1, &[1])];
         let e = plan(BackendKind::Nccl, 0, &crowded, 0)
             .unwrap_err()

@@ -3,6 +3,7 @@ pub mod abort;
 pub mod agree;
 pub mod buckets;
 pub mod comm;
+pub mod cuda_driver;
 pub mod device;
 pub mod grad_ready;
 pub mod launch;

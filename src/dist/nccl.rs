@@ -614,23 +614,6 @@ fn agree(bootstrap: &dyn Comm, mine: std::result::Result<String, String>) -> Res
         .collect())
 }
 
-/// Makes CUDA device `index` current on this thread: NCCL binds a communicator to the device
-/// current at `ncclCommInitRank`. Uses the device's primary context, the one libtorch's runtime
-/// uses, and keeps it retained for the life of the process.
-fn bind_device(index: usize) -> std::result::Result<(), String> {
-    use cudarc::driver::{result as cu, sys as cusys};
-    // SAFETY: only tries to dlopen libcuda under cudarc's candidate names.
-    if !unsafe { cusys::is_culib_present() } {
-        return Err("cannot load the CUDA driver library (libcuda.so.1)".into());
-    }
-    let dev = cu::init()
-        .and_then(|()| cu::device::get(index as c_int))
-        .map_err(|e| format!("CUDA device {index}: {e}"))?;
-    // SAFETY: `dev` came from cuDeviceGet; the primary context is retained, not created anew.
-    unsafe { cu::primary_ctx::retain(dev).and_then(|ctx| cu::ctx::set_current(ctx)) }
-        .map_err(|e| format!("making CUDA device {index} current: {e}"))
-}
-
 /// Local checks before joining: CUDA, the device, the library. Returns the NCCL version.
 fn prepare(device_index: usize) -> std::result::Result<(Lib, &'static str, c_int), String> {
     require_cuda("the NCCL backend").map_err(|e| match e {
@@ -647,7 +630,7 @@ fn prepare(device_index: usize) -> std::result::Result<(Lib, &'static str, c_int
     let version = lib
         .version()
         .map_err(|f| format!("ncclGetVersion failed: {}", f.text))?;
-    bind_device(device_index)?;
+    super::cuda_driver::bind_device(device_index)?;
     Ok((lib, file, version))
 }
 
