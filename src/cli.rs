@@ -136,7 +136,8 @@ pub enum Command {
         #[arg(long, default_value_t = 4)]
         epochs: i64,
     },
-    /// On a GPU machine: a few CUDA training steps and a checked NCCL all-reduce (launch/gpu-check.sh).
+    /// On a GPU machine: every CUDA path checked, with a JSON and markdown report (launch/gpu-check.sh);
+    /// without CUDA the checks run on the CPU and the verdict is "no_cuda" (exit code 3).
     GpuCheck {
         /// The TOML config to train.
         #[arg(long, value_name = "FILE", default_value = "configs/fmnist32.toml")]
@@ -147,6 +148,9 @@ pub enum Command {
         /// Training steps to time.
         #[arg(long, default_value_t = 20)]
         steps: i64,
+        /// Directory for gpu-check.json and gpu-check.md, rewritten after every check.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// Reference statistics of the config's training set on its feature network, written as a
     /// pytorch-fid .npz (mu, sigma, and the provenance sagan checks); or, with --compare, the FID

@@ -178,8 +178,17 @@ fn run_cli(cli: Cli) -> sagan::Result<u8> {
             config,
             overrides,
             steps,
+            out,
         } => {
-            sagan::gpu_check::run(load_for_a_rank(&config, &overrides)?, steps)?;
+            let opts = sagan::gpu_check::Options { steps, out };
+            // 3: no CUDA here (the checks ran on the CPU, as a test of the command).
+            return Ok(
+                match sagan::gpu_check::run(load_for_a_rank(&config, &overrides)?, &opts)? {
+                    "pass" => 0,
+                    "no_cuda" => 3,
+                    _ => 1,
+                },
+            );
         }
         Command::FidStats {
             config,

@@ -226,17 +226,28 @@ impl Trainer {
     }
 
     /// This rank's rows of the global batch's noise and fake labels for `phase` of the step.
+    /// Drawn by the CPU generator whatever the device, so that a step's noise is the same on a
+    /// GPU as on a CPU (a CUDA generator draws other numbers from the same seed): a run resumed
+    /// on another kind of device, and gpu-check's CUDA-against-CPU comparison, see the same z.
     fn noise(&self, phase: i64) -> (Tensor, Tensor) {
         let c = &self.cfg;
         tch::manual_seed(step_seed(c.train.seed, self.step, phase));
         let global = c.train.batch_size;
-        let z = Tensor::randn([global, c.model.z_dim], (Kind::Float, self.device));
-        let y = Tensor::randint(c.model.num_classes, [global], (Kind::Int64, self.device));
+        let z = Tensor::randn([global, c.model.z_dim], (Kind::Float, Device::Cpu));
+        let y = Tensor::randint(c.model.num_classes, [global], (Kind::Int64, Device::Cpu));
         let first = self.comm.rank() as i64 * self.batch;
-        (
-            z.narrow(0, first, self.batch),
-            y.narrow(0, first, self.batch),
-        )
+        let rows = |t: Tensor| {
+            let t = t.narrow(0, first, self.batch);
+            if !self.device.is_cuda() {
+                return t;
+            }
+            // Page-locked, so that the copy is queued behind the GPU's work instead of waiting
+            // for it (as the loader's batches are); pinning failure falls back to a plain copy.
+            let t = t.contiguous();
+            let t = t.f_internal_pin_memory(self.device).unwrap_or(t);
+            t.to_device_(self.device, t.kind(), true, false)
+        };
+        (rows(z), rows(y))
     }
 
     /// Tells the watchdog that the next collectives belong to `phase` of the step in progress.
