@@ -13,8 +13,15 @@ fn main() {
     ));
     compile_shim(&lib);
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    println!("cargo:rustc-check-cfg=cfg(sagan_cuda)");
     if lib.join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+    }
+    // src/dist/cuda_stream.rs calls c10_cuda's current-stream functions directly.
+    if lib.join("libc10_cuda.so").exists() {
+        println!("cargo:rustc-link-search=native={}", lib.display());
+        println!("cargo:rustc-link-lib=dylib=c10_cuda");
+        println!("cargo:rustc-cfg=sagan_cuda");
     }
     // The pip wheel: <torch>/lib is the library directory, <torch>/version.py says the version.
     let version = lib

@@ -501,6 +501,9 @@ fn nccl_one_rank(f: &mut Map<String, Value>, dev: Device) -> Result<Outcome> {
     let nccl = NcclComm::new(Box::new(LocalComm), 0)?;
     f.insert("version".into(), nccl.version().into());
     f.insert("library".into(), nccl.library().into());
+    // libtorch's current stream, where the collectives run (0x0: its default, legacy stream).
+    let stream = crate::dist::cuda_stream::current_stream(0).map_err(Error::Dist)?;
+    f.insert("stream".into(), format!("{stream:p}").into());
     let n = 16 << 20; // 64 MiB of f32
     let mut x = Tensor::arange(n, (Kind::Float, dev));
     let expected = &x * nccl.size() as f64;

@@ -4,6 +4,7 @@ pub mod agree;
 pub mod buckets;
 pub mod comm;
 pub mod cuda_driver;
+pub mod cuda_stream;
 pub mod device;
 pub mod grad_ready;
 pub mod launch;

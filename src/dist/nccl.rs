@@ -2,8 +2,9 @@
 //!
 //! Set-up follows Horovod: rank 0 asks NCCL for a unique id, the bootstrap communicator (MPI)
 //! broadcasts its 128 bytes, every rank joins with `ncclCommInitRank`. Collectives run on
-//! `tensor.data_ptr()` on the legacy default (null) stream, the stream libtorch computes on, so
-//! they are ordered after the kernels that produced the tensor without any synchronisation.
+//! `tensor.data_ptr()` on libtorch's current stream for the device (`cuda_stream`), the stream
+//! the tensor was computed on, so they are ordered after the kernels that produced it and before
+//! those that read it without any synchronisation.
 //!
 //! Finding libnccl: cudarc's loader only tries names such as `libnccl.so` and `libnccl.so.<CUDA
 //! major>`, but NCCL's packages, the pip wheel included, ship `libnccl.so.2` (the unversioned name
@@ -349,15 +350,15 @@ impl Lib {
 
     /// # Safety
     /// `buf` must hold `count` elements of `dtype` on the communicator's device, and stay alive
-    /// until the null stream has run the reduction.
+    /// until `stream` (of that device) has run the reduction.
     unsafe fn all_reduce_sum(
         self,
         buf: *mut c_void,
         count: usize,
         dtype: sys::ncclDataType_t,
         comm: sys::ncclComm_t,
+        stream: sys::cudaStream_t,
     ) -> NcclResult<()> {
-        let stream: sys::cudaStream_t = std::ptr::null_mut();
         match self {
             // SAFETY: guaranteed by the caller; in place (send = receive) is allowed by NCCL.
             Lib::Cudarc { .. } => unsafe {
@@ -391,16 +392,16 @@ impl Lib {
     }
 
     /// # Safety
-    /// `buf` must hold `bytes` bytes on the communicator's device, and stay alive until the null
-    /// stream has run the broadcast.
+    /// `buf` must hold `bytes` bytes on the communicator's device, and stay alive until `stream`
+    /// (of that device) has run the broadcast.
     unsafe fn broadcast_bytes(
         self,
         buf: *mut c_void,
         bytes: usize,
         root: c_int,
         comm: sys::ncclComm_t,
+        stream: sys::cudaStream_t,
     ) -> NcclResult<()> {
-        let stream: sys::cudaStream_t = std::ptr::null_mut();
         let u8 = sys::ncclDataType_t::ncclUint8;
         match self {
             Lib::Cudarc { .. } => {
@@ -786,6 +787,17 @@ impl NcclComm {
         Ok(())
     }
 
+    /// libtorch's current stream on this communicator's device for the calling thread: the one
+    /// the tensors were produced on and will be read on.
+    fn stream(&self, what: &str) -> Result<sys::cudaStream_t> {
+        let Device::Cuda(index) = self.device else {
+            return Err(Error::Dist(format!("NCCL {what}: not on a CUDA device")));
+        };
+        super::cuda_stream::current_stream(index)
+            .map(|s| s as sys::cudaStream_t)
+            .map_err(|e| Error::Dist(format!("NCCL {what}: {e}")))
+    }
+
     fn failed(&self, f: Failure, what: &str) -> Error {
         f.into_error(what, self.shared.last_error())
     }
@@ -815,15 +827,16 @@ impl Comm for NcclComm {
                 )))
             }
         };
+        let stream = self.stream("all-reduce")?;
         let comm = self.shared.live("all-reduce")?;
         // SAFETY: `t` is a defined, contiguous tensor of `dtype` on this communicator's device
         // (checked above), so data_ptr() addresses numel() such elements; we borrow `t` mutably,
-        // and libtorch's caching allocator does not reuse its memory before work queued on the
-        // null stream, where this reduction runs, has finished.
+        // and libtorch's caching allocator does not reuse its memory before work queued on its
+        // current stream, where this reduction runs, has finished.
         unsafe {
             self.shared
                 .lib
-                .all_reduce_sum(t.data_ptr(), t.numel(), dtype, comm)
+                .all_reduce_sum(t.data_ptr(), t.numel(), dtype, comm, stream)
         }
         .map_err(|f| self.failed(f, "ncclAllReduce"))
     }
@@ -836,6 +849,7 @@ impl Comm for NcclComm {
                 self.size()
             )));
         }
+        let stream = self.stream("broadcast")?;
         let comm = self.shared.live("broadcast")?;
         // Any dtype: a broadcast copies bits, so it is sent as bytes.
         let bytes = t.numel() * t.kind().elt_size_in_bytes();
@@ -843,7 +857,7 @@ impl Comm for NcclComm {
         unsafe {
             self.shared
                 .lib
-                .broadcast_bytes(t.data_ptr(), bytes, root as c_int, comm)
+                .broadcast_bytes(t.data_ptr(), bytes, root as c_int, comm, stream)
         }
         .map_err(|f| self.failed(f, "ncclBroadcast"))
     }
@@ -865,7 +879,8 @@ impl Comm for NcclComm {
         self.bootstrap.barrier()
     }
 
-    /// Waits for the null stream, where the collectives run, then reports any asynchronous error.
+    /// Waits for the device's streams, where the collectives run, then reports any asynchronous
+    /// error.
     fn wait(&self) -> Result<()> {
         if let Device::Cuda(index) = self.device {
             tch::Cuda::synchronize(index as i64);
