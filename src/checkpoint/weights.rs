@@ -294,6 +294,33 @@ mod tests {
         assert!(e.contains("not a readable safetensors file"), "{e}");
     }
 
+    /// Restoring writes into the live tensors where they are (their device, their memory),
+    /// never replaces them: parameters and Adam moments are views into flat tensors, which must
+    /// see the restored values. The snapshot that was saved is a CPU copy the live tensors no
+    /// longer change.
+    #[test]
+    fn snapshot_copies_to_the_host_and_copy_into_writes_through_views_in_place() {
+        let flat = Tensor::arange(10, (Kind::Float, tch::Device::Cpu));
+        let view = flat.narrow(0, 2, 6).view([2, 3]);
+        let saved = snapshot(&view);
+        assert_eq!(saved.device(), tch::Device::Cpu);
+        assert!(saved.is_contiguous());
+        assert_ne!(saved.data_ptr(), view.data_ptr());
+        let _ = flat.shallow_clone().fill_(-1.0);
+        let expected = Tensor::arange_start(2, 8, (Kind::Float, tch::Device::Cpu)).view([2, 3]);
+        assert!(
+            saved.equal(&expected),
+            "the snapshot changed with the live tensor"
+        );
+
+        let (ptr, device) = (view.data_ptr(), view.device());
+        let targets = vec![("w".to_string(), view.shallow_clone())];
+        copy_into(Path::new("x"), "G", &targets, &[("w".into(), saved)]).unwrap();
+        assert_eq!((view.data_ptr(), view.device()), (ptr, device));
+        assert!(flat.narrow(0, 2, 6).view([2, 3]).equal(&expected));
+        assert_eq!(flat.double_value(&[0]), -1.0);
+    }
+
     #[test]
     fn copy_into_names_the_tensor_and_both_shapes() {
         let dst = vec![(
