@@ -46,7 +46,7 @@ pub const KEY_DOCS: &[KeyDoc] = &[
     doc("train.adam_eps", "number > 0", "Adam epsilon."),
     doc("train.ema_decay", "[0, 1)", "Decay of the exponential moving average of G's weights into G_ema; 0 makes G_ema a copy of G."),
     doc("train.ema_start", "integer >= 0", "Step from which G_ema averages; before it G_ema copies G."),
-    doc("train.seed", "integer", "Seed of the initial weights, the data order and every step's noise."),
+    doc("train.seed", "integer", "Seed of the initial weights, the data order and every step's noise. The noise and data order are the same on every device; the initial weights are drawn by the device's own generator, so a CUDA run starts from other weights than a CPU run of the same seed (a checkpoint resumes exactly on either)."),
     doc("train.log_every", "integer > 0", "Print and log losses every this many steps (rank 0)."),
     doc("train.sample_every", "integer >= 0", "Write a sample grid (samples_NNNNNN.png, TensorBoard) every this many steps; 0 = only at the end."),
     doc("train.threads", "integer >= 0", "Intra-op CPU threads per rank; 0 = the CPUs this rank may run on (as the launcher bound it) divided by the ranks of its node bound to the same CPUs."),
