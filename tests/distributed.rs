@@ -298,20 +298,17 @@ fn mismatched_configs_are_refused() {
     );
 }
 
-/// The ranks restart themselves on tcmalloc, and still carry the program's name: `pgrep sagan`,
-/// ps, top and Slurm's process lists find them (an exec through /proc/self/exe made them "exe").
-#[test]
-fn running_ranks_are_named_sagan() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = mpirun(2)
+/// A 2-rank training run far longer than any test, returned once rank 0 has logged a step.
+fn long_run_once_training(dir: &std::path::Path) -> std::process::Child {
+    let child = mpirun(2)
         .arg(bin())
         .args(["train", "--config", &default_config()])
-        .args(small(dir.path(), 100_000))
+        .args(small(dir, 100_000))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let metrics = dir.path().join("metrics.jsonl");
+    let metrics = dir.join("metrics.jsonl");
     let t0 = Instant::now();
     while std::fs::read_to_string(&metrics).map_or(true, |s| s.is_empty()) {
         assert!(
@@ -320,6 +317,15 @@ fn running_ranks_are_named_sagan() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    child
+}
+
+/// The ranks restart themselves on tcmalloc, and still carry the program's name: `pgrep sagan`,
+/// ps, top and Slurm's process lists find them (an exec through /proc/self/exe made them "exe").
+#[test]
+fn running_ranks_are_named_sagan() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = long_run_once_training(dir.path());
     let ranks: Vec<u32> = (0..2)
         .map(|r| find_rank_pid(child.id(), r).expect("rank process"))
         .collect();
@@ -359,27 +365,8 @@ fn running_ranks_are_named_sagan() {
 #[test]
 fn a_killed_rank_ends_the_whole_run() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = mpirun(2)
-        .arg(bin())
-        .args(["train", "--config", &default_config()])
-        .args(small(dir.path(), 100_000))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait until rank 0 has logged a step, then SIGKILL rank 1.
-    let metrics = dir.path().join("metrics.jsonl");
-    let t0 = Instant::now();
-    while std::fs::read_to_string(&metrics)
-        .map(|s| s.is_empty())
-        .unwrap_or(true)
-    {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "training never started"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // Once rank 0 has logged a step, SIGKILL rank 1.
+    let mut child = long_run_once_training(dir.path());
     let rank1 = find_rank_pid(child.id(), 1).expect("rank 1 process");
     let rank0 = find_rank_pid(child.id(), 0).expect("rank 0 process");
     Command::new("kill")
