@@ -228,18 +228,22 @@ fn a_config_change_that_breaks_resume_is_refused_and_a_safe_one_accepted() {
     assert!(t.contains("steps 11 to 12"), "{t}");
 }
 
+/// A run whose learning rate diverges in the second step (the seed is fixed), checkpointed at
+/// every step, with `extra` settings.
+fn diverging(dir: &Path, extra: &[&str]) -> Vec<String> {
+    let mut sets = vec![
+        "train.lr_d=1e10",
+        "train.lr_g=1e10",
+        "train.checkpoint_every=1",
+    ];
+    sets.extend_from_slice(extra);
+    with(small(dir, 30), &sets)
+}
+
 #[test]
 fn a_diverged_run_stops_at_its_step_and_keeps_the_last_good_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    // A learning rate this large diverges in the second step (the seed is fixed).
-    let args = with(
-        small(dir.path(), 30),
-        &[
-            "train.lr_d=1e10",
-            "train.lr_g=1e10",
-            "train.checkpoint_every=1",
-        ],
-    );
+    let args = diverging(dir.path(), &[]);
     let t = assert_fails_with(
         train(0, &args),
         60,
@@ -260,12 +264,9 @@ fn a_diverged_run_stops_at_its_step_and_keeps_the_last_good_checkpoint() {
 #[test]
 fn under_autocast_a_non_finite_step_is_undone_for_g_and_d_and_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let args = with(
-        small(dir.path(), 30),
+    let args = diverging(
+        dir.path(),
         &[
-            "train.lr_d=1e10",
-            "train.lr_g=1e10",
-            "train.checkpoint_every=1",
             "train.log_every=1",
             "train.keep_checkpoints=100",
             "train.autocast=\"bf16\"",

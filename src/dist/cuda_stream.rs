@@ -57,10 +57,12 @@ pub fn current_stream(device: usize) -> Result<*mut c_void, String> {
     current_stream_of_a_visible_device(device)
 }
 
+/// [`current_stream`] without its checks, for callers that have already made sure `device` is a
+/// visible CUDA device (the NCCL communicator, at construction): one lookup per collective.
 #[cfg(sagan_cuda)]
-fn current_stream_of_a_visible_device(device: usize) -> Result<*mut c_void, String> {
+pub(super) fn current_stream_of_a_visible_device(device: usize) -> Result<*mut c_void, String> {
     let index = i8::try_from(device).map_err(|_| format!("CUDA device index {device}"))?;
-    // SAFETY: CUDA is available and `index` names a visible device (checked by the caller), so
+    // SAFETY: CUDA is available and `index` names a visible device (the callers' precondition), so
     // neither function throws; `CudaStream` matches the C++ type's layout and calling
     // convention (see its documentation), and `stream` lives across the second call.
     let handle = unsafe {
@@ -71,7 +73,7 @@ fn current_stream_of_a_visible_device(device: usize) -> Result<*mut c_void, Stri
 }
 
 #[cfg(not(sagan_cuda))]
-fn current_stream_of_a_visible_device(_device: usize) -> Result<*mut c_void, String> {
+pub(super) fn current_stream_of_a_visible_device(_device: usize) -> Result<*mut c_void, String> {
     Err("this sagan was built against a libtorch without CUDA (no libc10_cuda.so)".into())
 }
 

@@ -214,7 +214,9 @@ pub fn libtorch_cuda_loaded() -> bool {
 /// loaded), then the driver's.
 pub fn cuda_diagnosis() -> String {
     if !libtorch_cuda_loaded() {
-        return "libtorch_cuda.so is not loaded into this process: this sagan was built against                 a CPU-only libtorch, or linked without --no-as-needed (tch-rs #980); build it                 against the CUDA torch wheel (scripts/setup.sh installs it)"
+        return "libtorch_cuda.so is not loaded into this process: this sagan was built against \
+         a CPU-only libtorch, or linked without --no-as-needed (tch-rs #980); build it \
+         against the CUDA torch wheel (scripts/setup.sh installs it)"
             .into();
     }
     format!(

@@ -793,7 +793,8 @@ impl NcclComm {
         let Device::Cuda(index) = self.device else {
             return Err(Error::Dist(format!("NCCL {what}: not on a CUDA device")));
         };
-        super::cuda_stream::current_stream(index)
+        // The device was checked against libtorch's device count when the communicator joined.
+        super::cuda_stream::current_stream_of_a_visible_device(index)
             .map(|s| s as sys::cudaStream_t)
             .map_err(|e| Error::Dist(format!("NCCL {what}: {e}")))
     }

@@ -416,13 +416,18 @@ impl Trainer {
         let net = if d_finite { "G" } else { "D" };
         if self.skips_in_a_row >= MAX_SKIPS_IN_A_ROW {
             return Err(Error::Train(format!(
-                "step {}: {net}'s averaged gradient is not finite under train.autocast, the                  {MAX_SKIPS_IN_A_ROW}th skipped step in a row: training diverged and stops here                  (G and D are as they were before these steps); nothing from them is saved, and                  the last checkpoint (if any) is kept for --resume (with a lower learning rate,                  or train.autocast = \"off\")",
+                "step {}: {net}'s averaged gradient is not finite under train.autocast, the \
+                 {MAX_SKIPS_IN_A_ROW}th skipped step in a row: training diverged and stops here \
+                 (G and D are as they were before these steps); nothing from them is saved, and \
+                 the last checkpoint (if any) is kept for --resume (with a lower learning rate, \
+                 or train.autocast = \"off\")",
                 self.step
             )));
         }
         if self.comm.rank() == 0 {
             eprintln!(
-                "sagan: step {}: {net}'s averaged gradient is not finite under train.autocast;                  the step is skipped for G and D together ({} skipped so far)",
+                "sagan: step {}: {net}'s averaged gradient is not finite under train.autocast; \
+                 the step is skipped for G and D together ({} skipped so far)",
                 self.step, self.skipped_steps
             );
         }
