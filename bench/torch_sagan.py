@@ -192,7 +192,7 @@ class DownBlock(nn.Module):
         return s + h
 
 
-# src/model/arch.rs: (G input multiple, G block multiples, D blocks (multiple, downsample)).
+# src/config/arch.rs: (G input multiple, G block multiples, D blocks (multiple, downsample)).
 ARCH = {
     32: (1, [1, 1, 1], [(1, True), (1, True), (1, False), (1, False)]),
     64: (16, [8, 4, 2, 1], [(1, True), (2, True), (4, True), (8, True), (16, False)]),

@@ -6,8 +6,8 @@
 //!     agreement check at step 5 repaired.
 use sagan::config::Config;
 use sagan::data::dataset::fashion_mnist;
-use sagan::dist::buckets::GradientBuckets;
-use sagan::dist::{launch, sync};
+use sagan::distributed::buckets::GradientBuckets;
+use sagan::distributed::{job, sync};
 use sagan::model::{self, Discriminator, SnMode};
 use sagan::train::{loss, Trainer};
 use tch::{Kind, Tensor};
@@ -35,7 +35,7 @@ fn main() -> sagan::Result<()> {
 
 fn grad_equivalence(out: &str, per_rank: i64) -> sagan::Result<()> {
     let cfg = small_config();
-    let rank = launch::join(&cfg)?;
+    let rank = job::join(&cfg)?;
     let (r, world) = (rank.comm.rank() as i64, rank.comm.size() as i64);
     let global = per_rank * world;
     tch::manual_seed(0);
@@ -78,13 +78,13 @@ fn grad_equivalence(out: &str, per_rank: i64) -> sagan::Result<()> {
             .collect();
         Tensor::write_safetensors(&named, out)?;
     }
-    launch::finalize(rank.comm);
+    job::finalize(rank.comm);
     Ok(())
 }
 
 fn resync() -> sagan::Result<()> {
     let cfg = small_config();
-    let rank = launch::join(&cfg)?;
+    let rank = job::join(&cfg)?;
     let mut t = Trainer::new(cfg, rank.comm, rank.device)?;
     for _ in 0..4 {
         t.train_step()?;
@@ -117,6 +117,6 @@ fn resync() -> sagan::Result<()> {
         "{}",
         serde_json::json!({ "rank": t.comm.rank(), "resyncs_at_step_5": counted_at_check, "repaired_again": again, "identical_after": identical })
     );
-    launch::finalize(rank.comm);
+    job::finalize(rank.comm);
     Ok(())
 }

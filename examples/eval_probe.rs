@@ -12,9 +12,9 @@ use std::path::PathBuf;
 
 use sagan::config::Config;
 use sagan::data::dataset::{fashion_mnist, Dataset};
-use sagan::dist::launch;
-use sagan::dist::mpi::{self, plan_gather_rounds};
-use sagan::dist::Comm;
+use sagan::distributed::job;
+use sagan::distributed::mpi::{self, plan_gather_rounds};
+use sagan::distributed::Comm;
 use sagan::metrics::eval::{self, FeatureNet};
 
 fn main() -> sagan::Result<()> {
@@ -45,7 +45,7 @@ fn reference_stats(dir: PathBuf, weights: PathBuf, images: i64) -> sagan::Result
         "<eval_probe>",
         &[format!("eval.weights={}", weights.display())],
     )?;
-    let rank = launch::join(&cfg)?;
+    let rank = job::join(&cfg)?;
     let r = rank.comm.rank();
     let full = fashion_mnist(&cfg.data.path, "train", cfg.model.resolution)?;
     let data: Dataset = full.first(images as usize)?;
@@ -65,7 +65,7 @@ fn reference_stats(dir: PathBuf, weights: PathBuf, images: i64) -> sagan::Result
         "{}",
         serde_json::json!({ "rank": r, "mu_sum": sum(&stats.mu), "sigma_sum": sum(&stats.sigma) })
     );
-    launch::finalize(rank.comm);
+    job::finalize(rank.comm);
     Ok(())
 }
 

@@ -18,7 +18,7 @@
 #   cargo build --release --no-default-features --target-dir target/gpu && strip -o target/release/sagan-gpu target/gpu/release/sagan
 #   mkdir -p .cache/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*.gz .cache/fashion-mnist/
 # then run with SAGAN_BIN=target/release/sagan-gpu, carrying target/release/sagan-gpu and .cache/fashion-mnist.
-# `sagan gpu-check` runs twice where NCCL is found both ways (src/dist/nccl.rs): first as users
+# `sagan gpu-check` runs twice where NCCL is found both ways (src/distributed/nccl/): first as users
 # get it (libnccl.so.2, already loaded by libtorch), then through cudarc's own loader, which only
 # looks for `libnccl.so` and so gets a symlink of that name on LD_LIBRARY_PATH.
 set -u

@@ -2,7 +2,7 @@
 //! text); `src/main.rs` runs what it parses.
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -21,238 +21,274 @@ pub struct Cli {
 pub enum Command {
     /// Train a SAGAN (one process per rank under mpirun or srun). SIGUSR1, SIGTERM or Ctrl-C
     /// checkpoint and exit with code 75; continue with --resume.
-    Train {
-        /// The run's TOML config (see configs/; every key: `sagan show-config --explain`).
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
-        /// Override a config value, e.g. --set train.steps=100 (repeatable). A relative path given
-        /// here is relative to the current directory.
-        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-        overrides: Vec<String>,
-        /// Continue the run in output.dir from its newest checkpoint (or start fresh, saying so,
-        /// when it has none); or from the given checkpoint directory (step_N), checkpoints
-        /// directory or run directory.
-        #[arg(long, value_name = "CHECKPOINT", num_args = 0..=1, conflicts_with = "overwrite")]
-        resume: Option<Option<PathBuf>>,
-        /// Delete the outputs of the run already in output.dir (weights, checkpoints, logs,
-        /// samples), then start a new one.
-        #[arg(long)]
-        overwrite: bool,
-    },
+    Train(TrainArgs),
     /// Sample from a trained generator (G_ema.safetensors or G.safetensors of a run): a labelled
     /// grid, one row per class. The model comes from the file's own metadata; no config needed.
-    Sample {
-        /// The generator's weights file, as sagan writes it (with its config in the metadata).
-        #[arg(long, visible_alias = "checkpoint", value_name = "FILE")]
-        weights: PathBuf,
-        /// Where to write the grid (PNG).
-        #[arg(long, value_name = "PNG", default_value = "samples.png")]
-        out: PathBuf,
-        /// Also write the noise z, the labels y and the images (float, in [-1, 1]) as safetensors,
-        /// to compare with another implementation (docs/load_g_ema.py --check).
-        #[arg(long, value_name = "FILE")]
-        tensors: Option<PathBuf>,
-        /// Classes to draw, one row each (e.g. --classes 0,3,7); default: output.sample_classes
-        /// classes spread over all of them, as in training.
-        #[arg(
-            long,
-            visible_alias = "class",
-            value_delimiter = ',',
-            value_name = "CLASS,..."
-        )]
-        classes: Vec<i64>,
-        /// Samples per class (grid columns).
-        #[arg(long, visible_alias = "n", default_value_t = 8)]
-        per_class: i64,
-        /// Also write every sample as its own PNG in this directory (created if needed), named
-        /// by class and column: `class3_dress_007.png`.
-        #[arg(long, value_name = "DIR")]
-        images: Option<PathBuf>,
-        /// Seed of the noise.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-    },
+    Sample(SampleArgs),
     /// Print parameter counts and output shapes of each config's G and D.
-    ModelSummary {
-        /// One or more TOML configs.
-        #[arg(required = true, value_name = "CONFIG")]
-        configs: Vec<PathBuf>,
-        /// Override a config value in every config (repeatable).
-        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-        overrides: Vec<String>,
-    },
+    ModelSummary(ModelSummaryArgs),
     /// Time gradient averaging (bucketed) against a raw all-reduce of the same bytes; run under
     /// mpirun with 2 or more ranks.
-    BenchAllreduce {
-        /// The TOML config whose G and D gradients are averaged.
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
-        /// Override a config value (repeatable).
-        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-        overrides: Vec<String>,
-        /// Timed repetitions of each all-reduce.
-        #[arg(long, default_value_t = 20)]
-        iters: usize,
-    },
+    BenchAllreduce(BenchAllreduceArgs),
     /// Time training steps of a config, writing nothing (run under mpirun for more ranks): prints
     /// one JSON line with the median step, images/s, the all-reduce share, each rank's peak RSS
     /// and, with --phases, where the step's time goes. bench/side_by_side.py runs it against a
     /// PyTorch implementation of the same model.
-    BenchTrain {
-        /// The TOML config to train.
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
-        /// Override a config value (repeatable).
-        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-        overrides: Vec<String>,
-        /// Untimed steps first.
-        #[arg(long, default_value_t = 2)]
-        warmup: i64,
-        /// Timed steps.
-        #[arg(long, default_value_t = 10)]
-        steps: i64,
-        /// Also time each phase of the step (forwards, backwards, optimiser, EMA...).
-        #[arg(long)]
-        phases: bool,
-    },
+    BenchTrain(BenchTrainArgs),
     /// Train the small Fashion-MNIST classifier used as the feature network of the default's
     /// FID and IS (reproducible: fixed seed); prints its test accuracy.
-    TrainClassifier {
-        /// Where to write the classifier's weights (safetensors).
-        #[arg(
-            long,
-            value_name = "FILE",
-            default_value = ".cache/fmnist_classifier.safetensors"
-        )]
-        out: PathBuf,
-        /// Directory of the Fashion-MNIST IDX files.
-        #[arg(
-            long,
-            value_name = "DIR",
-            default_value = "/usr/share/datasets/fashion-mnist"
-        )]
-        data: PathBuf,
-        /// Training epochs (0: untrained weights, for tests).
-        #[arg(long, default_value_t = 4)]
-        epochs: i64,
-    },
+    TrainClassifier(TrainClassifierArgs),
     /// On a GPU machine: every CUDA path checked, with a JSON and markdown report (launch/gpu-check.sh);
     /// without CUDA the checks run on the CPU and the verdict is "no_cuda" (exit code 3).
-    GpuCheck {
-        /// The TOML config to train.
-        #[arg(long, value_name = "FILE", default_value = "configs/fmnist32.toml")]
-        config: PathBuf,
-        /// Override a config value (repeatable).
-        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-        overrides: Vec<String>,
-        /// Training steps to time.
-        #[arg(long, default_value_t = 20)]
-        steps: i64,
-        /// Directory for gpu-check.json and gpu-check.md, rewritten after every check.
-        #[arg(long, value_name = "DIR")]
-        out: Option<PathBuf>,
-    },
+    GpuCheck(GpuCheckArgs),
     /// Reference statistics of the config's training set on its feature network, written as a
     /// pytorch-fid .npz (mu, sigma, and the provenance sagan checks); or, with --compare, the FID
     /// between two such files.
-    FidStats {
-        /// The TOML config whose data and feature network (eval.*) are used.
-        #[arg(long, value_name = "FILE", required_unless_present = "compare")]
-        config: Option<PathBuf>,
-        /// Override a config value (repeatable).
-        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-        overrides: Vec<String>,
-        /// Compute afresh and write here. Without it, make sure the file a run would use
-        /// (`eval.reference_stats`, or sagan's cache when that is empty) exists and matches.
-        #[arg(long, value_name = "NPZ")]
-        out: Option<PathBuf>,
-        /// Two .npz files (ours or pytorch-fid's): print the Frechet distance between them. Takes
-        /// no config: --config, --set and --out are refused with it.
-        #[arg(
-            long,
-            num_args = 2,
-            value_names = ["A", "B"],
-            conflicts_with_all = ["config", "overrides", "out"]
-        )]
-        compare: Option<Vec<PathBuf>>,
-    },
+    FidStats(FidStatsArgs),
     /// FID and IS of a trained generator (e.g. runs/fmnist32/G_ema.safetensors), across ranks,
     /// named for the feature network (FID_fmnist_classifier, FID_inception).
-    Eval {
-        /// The TOML config (its model must match the weights; eval.* says how to score).
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
-        /// Override a config value (repeatable).
-        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-        overrides: Vec<String>,
-        /// The generator's weights (G_ema.safetensors or G.safetensors).
-        #[arg(long, value_name = "FILE")]
-        checkpoint: PathBuf,
-    },
+    Eval(EvalArgs),
     /// Pack a dataset into one file that training reads without decoding: an ImageFolder (one
     /// subfolder per class, JPEG/PNG), an IDX folder (Fashion-MNIST, MNIST) or CIFAR-10/100
     /// binaries. Use it with data.dataset = "packed", data.path = OUT.
-    Prepare {
-        /// The dataset: a folder (ImageFolder, IDX or CIFAR) or a CIFAR .bin file.
-        #[arg(long)]
-        input: PathBuf,
-        /// Side of the square images (the model's resolution): centre crop, then an
-        /// antialiased bicubic resize (28x28 IDX images are zero-padded to 32 instead).
-        #[arg(long)]
-        resolution: u32,
-        /// The packed file to write (replaced if it exists).
-        #[arg(long)]
-        out: PathBuf,
-        /// 3 (RGB) or 1 (gray) channels; IDX data is gray, CIFAR RGB.
-        #[arg(long, default_value_t = 3)]
-        channels: u8,
-        /// Leave out images that cannot be read (listed and counted) instead of stopping.
-        #[arg(long)]
-        skip_bad: bool,
-        /// Decoding threads (default: the CPUs this process may use).
-        #[arg(long)]
-        threads: Option<usize>,
-    },
+    Prepare(PrepareArgs),
     /// Measure the data path: packed loader images/s at 32 and 128 px, ImageFolder decoding of
     /// 500x375 JPEGs to 128 px, on one thread and on all; optionally Pillow on the same files.
-    BenchData {
-        /// Folder for the synthetic files (kept, so a second run starts at once).
-        #[arg(long, default_value = ".cache/bench-data")]
-        dir: PathBuf,
-        /// Time these JPEGs (a folder with class subfolders) instead of synthetic ones.
-        #[arg(long)]
-        jpeg_dir: Option<PathBuf>,
-        /// Synthetic JPEGs to write.
-        #[arg(long, default_value_t = 400)]
-        jpegs: usize,
-        /// Threads for the "all cores" figures (default: the CPUs this process may use).
-        #[arg(long)]
-        threads: Option<usize>,
-        /// A Python with Pillow (e.g. .venv/bin/python): also time Pillow on the same JPEGs.
-        #[arg(long)]
-        python: Option<PathBuf>,
-        /// Also read a packed file of this many GiB through the loader and report resident
-        /// memory (0 = skip).
-        #[arg(long, default_value_t = 0.0)]
-        rss_gib: f64,
-        /// Seconds per loader figure.
-        #[arg(long, default_value_t = 3.0)]
-        seconds: f64,
-    },
+    BenchData(BenchDataArgs),
     /// Print the effective config (defaults, file and overrides merged) as TOML; with --explain,
     /// every key with its meaning, default and allowed values (docs/config.md).
-    ShowConfig {
-        /// The TOML config (optional with --explain).
-        #[arg(long, value_name = "FILE", required_unless_present = "explain")]
-        config: Option<PathBuf>,
-        /// Override a config value (repeatable).
-        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-        overrides: Vec<String>,
-        /// Document every key (meaning, default, allowed values) as Markdown, with this config's
-        /// values when --config is given.
-        #[arg(long)]
-        explain: bool,
-    },
+    ShowConfig(ShowConfigArgs),
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// The run's TOML config (see configs/; every key: `sagan show-config --explain`).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Override a config value, e.g. --set train.steps=100 (repeatable). A relative path given
+    /// here is relative to the current directory.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Continue the run in output.dir from its newest checkpoint (or start fresh, saying so,
+    /// when it has none); or from the given checkpoint directory (step_N), checkpoints
+    /// directory or run directory.
+    #[arg(long, value_name = "CHECKPOINT", num_args = 0..=1, conflicts_with = "overwrite")]
+    pub resume: Option<Option<PathBuf>>,
+    /// Delete the outputs of the run already in output.dir (weights, checkpoints, logs,
+    /// samples), then start a new one.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+#[derive(Args)]
+pub struct SampleArgs {
+    /// The generator's weights file, as sagan writes it (with its config in the metadata).
+    #[arg(long, visible_alias = "checkpoint", value_name = "FILE")]
+    pub weights: PathBuf,
+    /// Where to write the grid (PNG).
+    #[arg(long, value_name = "PNG", default_value = "samples.png")]
+    pub out: PathBuf,
+    /// Also write the noise z, the labels y and the images (float, in [-1, 1]) as safetensors,
+    /// to compare with another implementation (docs/load_g_ema.py --check).
+    #[arg(long, value_name = "FILE")]
+    pub tensors: Option<PathBuf>,
+    /// Classes to draw, one row each (e.g. --classes 0,3,7); default: output.sample_classes
+    /// classes spread over all of them, as in training.
+    #[arg(
+        long,
+        visible_alias = "class",
+        value_delimiter = ',',
+        value_name = "CLASS,..."
+    )]
+    pub classes: Vec<i64>,
+    /// Samples per class (grid columns).
+    #[arg(long, visible_alias = "n", default_value_t = 8)]
+    pub per_class: i64,
+    /// Also write every sample as its own PNG in this directory (created if needed), named
+    /// by class and column: `class3_dress_007.png`.
+    #[arg(long, value_name = "DIR")]
+    pub images: Option<PathBuf>,
+    /// Seed of the noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Args)]
+pub struct ModelSummaryArgs {
+    /// One or more TOML configs.
+    #[arg(required = true, value_name = "CONFIG")]
+    pub configs: Vec<PathBuf>,
+    /// Override a config value in every config (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub overrides: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct BenchAllreduceArgs {
+    /// The TOML config whose G and D gradients are averaged.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Override a config value (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Timed repetitions of each all-reduce.
+    #[arg(long, default_value_t = 20)]
+    pub iters: usize,
+}
+
+#[derive(Args)]
+pub struct BenchTrainArgs {
+    /// The TOML config to train.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Override a config value (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: i64,
+    /// Timed steps.
+    #[arg(long, default_value_t = 10)]
+    pub steps: i64,
+    /// Also time each phase of the step (forwards, backwards, optimiser, EMA...).
+    #[arg(long)]
+    pub phases: bool,
+}
+
+#[derive(Args)]
+pub struct TrainClassifierArgs {
+    /// Where to write the classifier's weights (safetensors).
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = ".cache/fmnist_classifier.safetensors"
+    )]
+    pub out: PathBuf,
+    /// Directory of the Fashion-MNIST IDX files.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/usr/share/datasets/fashion-mnist"
+    )]
+    pub data: PathBuf,
+    /// Training epochs (0: untrained weights, for tests).
+    #[arg(long, default_value_t = 4)]
+    pub epochs: i64,
+}
+
+#[derive(Args)]
+pub struct GpuCheckArgs {
+    /// The TOML config to train.
+    #[arg(long, value_name = "FILE", default_value = "configs/fmnist32.toml")]
+    pub config: PathBuf,
+    /// Override a config value (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Training steps to time.
+    #[arg(long, default_value_t = 20)]
+    pub steps: i64,
+    /// Directory for gpu-check.json and gpu-check.md, rewritten after every check.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct FidStatsArgs {
+    /// The TOML config whose data and feature network (eval.*) are used.
+    #[arg(long, value_name = "FILE", required_unless_present = "compare")]
+    pub config: Option<PathBuf>,
+    /// Override a config value (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Compute afresh and write here. Without it, make sure the file a run would use
+    /// (`eval.reference_stats`, or sagan's cache when that is empty) exists and matches.
+    #[arg(long, value_name = "NPZ")]
+    pub out: Option<PathBuf>,
+    /// Two .npz files (ours or pytorch-fid's): print the Frechet distance between them. Takes
+    /// no config: --config, --set and --out are refused with it.
+    #[arg(
+        long,
+        num_args = 2,
+        value_names = ["A", "B"],
+        conflicts_with_all = ["config", "overrides", "out"]
+    )]
+    pub compare: Option<Vec<PathBuf>>,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// The TOML config (its model must match the weights; eval.* says how to score).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Override a config value (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// The generator's weights (G_ema.safetensors or G.safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+}
+
+#[derive(Args)]
+pub struct PrepareArgs {
+    /// The dataset: a folder (ImageFolder, IDX or CIFAR) or a CIFAR .bin file.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Side of the square images (the model's resolution): centre crop, then an
+    /// antialiased bicubic resize (28x28 IDX images are zero-padded to 32 instead).
+    #[arg(long)]
+    pub resolution: u32,
+    /// The packed file to write (replaced if it exists).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// 3 (RGB) or 1 (gray) channels; IDX data is gray, CIFAR RGB.
+    #[arg(long, default_value_t = 3)]
+    pub channels: u8,
+    /// Leave out images that cannot be read (listed and counted) instead of stopping.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// Decoding threads (default: the CPUs this process may use).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct BenchDataArgs {
+    /// Folder for the synthetic files (kept, so a second run starts at once).
+    #[arg(long, default_value = ".cache/bench-data")]
+    pub dir: PathBuf,
+    /// Time these JPEGs (a folder with class subfolders) instead of synthetic ones.
+    #[arg(long)]
+    pub jpeg_dir: Option<PathBuf>,
+    /// Synthetic JPEGs to write.
+    #[arg(long, default_value_t = 400)]
+    pub jpegs: usize,
+    /// Threads for the "all cores" figures (default: the CPUs this process may use).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// A Python with Pillow (e.g. .venv/bin/python): also time Pillow on the same JPEGs.
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// Also read a packed file of this many GiB through the loader and report resident
+    /// memory (0 = skip).
+    #[arg(long, default_value_t = 0.0)]
+    pub rss_gib: f64,
+    /// Seconds per loader figure.
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+}
+
+#[derive(Args)]
+pub struct ShowConfigArgs {
+    /// The TOML config (optional with --explain).
+    #[arg(long, value_name = "FILE", required_unless_present = "explain")]
+    pub config: Option<PathBuf>,
+    /// Override a config value (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Document every key (meaning, default, allowed values) as Markdown, with this config's
+    /// values when --config is given.
+    #[arg(long)]
+    pub explain: bool,
 }
 
 #[cfg(test)]

@@ -1,23 +1,19 @@
 //! sagan: a data-parallel trainer for Self-Attention GANs (Zhang et al. 2018) on libtorch.
-pub mod alloc;
-pub mod autocast;
-pub mod bench;
+//!
+//! The modules form layers that import downward only (docs/architecture.md; tests/layers.rs
+//! enforces it): commands > train > services (metrics, checkpoint, output) > substrate (model,
+//! data, distributed, host) > leaves (config, error).
 pub mod checkpoint;
 pub mod cli;
+pub mod commands;
 pub mod config;
-pub mod config_doc;
-pub mod cpu_threads;
 pub mod data;
-pub mod dist;
+pub mod distributed;
 pub mod error;
-pub mod gpu_check;
-pub mod labels;
-pub mod log;
+pub mod host;
 pub mod metrics;
 pub mod model;
-pub mod sample;
-pub mod samples;
-pub mod summary;
+pub mod output;
 pub mod train;
 
 pub use error::{Error, Result};

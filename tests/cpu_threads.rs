@@ -20,7 +20,7 @@ fn loader_threads_start_no_openmp_teams() {
         eprintln!("one core: libtorch starts no OpenMP team anywhere, nothing to check");
         return;
     }
-    sagan::cpu_threads::pin_training_threads(2);
+    sagan::host::cpu_threads::pin_training_threads(2);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("d.sagan");
     let mut w = PackedWriter::create(&path, 1, 32).unwrap();

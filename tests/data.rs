@@ -8,7 +8,7 @@ use sagan::config::{DataConfig, DatasetKind, ModelConfig};
 use sagan::data::packed::PackedFile;
 use sagan::data::prepare::{prepare, PrepareOptions};
 use sagan::data::{flip, Dataset, DistributedSampler, Loader, LoaderOptions};
-use sagan::dist::LocalComm;
+use sagan::distributed::LocalComm;
 
 mod common;
 use common::{bin, ok};

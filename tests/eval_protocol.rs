@@ -5,12 +5,12 @@
 use std::cell::RefCell;
 
 use sagan::config::{Config, EvalConfig};
-use sagan::dist::LocalComm;
+use sagan::distributed::LocalComm;
 use sagan::metrics::classifier::Classifier;
 use sagan::metrics::eval::{evaluate, quantise, FeatureNet};
 use sagan::metrics::inception_score::{inception_score, Order, DEFAULT_SEED, DEFAULT_SPLITS};
 use sagan::metrics::{FeatureStats, FidStats};
-use sagan::samples::fixed_inputs;
+use sagan::model::inputs::fixed_inputs;
 use tch::{Device, Kind, Tensor};
 
 const Z_DIM: i64 = 1024;

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use sagan::config::EvalConfig;
 use sagan::data::dataset::{fashion_mnist, to_signed_unit};
-use sagan::dist::LocalComm;
+use sagan::distributed::LocalComm;
 use sagan::metrics::classifier::Classifier;
 use sagan::metrics::eval::{evaluate, FeatureNet};
 use sagan::metrics::real_data;

@@ -48,7 +48,7 @@ fn main() {
         // Back to mapping, with the heap now holding the freed block.
         (HostMemory::MapLarge, true),
     ] {
-        sagan::alloc::apply(policy);
+        sagan::host::alloc::apply(policy);
         let (size, kept) = kept_after_free();
         let ok = if returned {
             kept < size / 8

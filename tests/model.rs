@@ -2,7 +2,7 @@
 use std::collections::HashMap;
 
 use sagan::config::{AttentionKind, Config};
-use sagan::dist::LocalComm;
+use sagan::distributed::LocalComm;
 use sagan::model::attention::SelfAttention;
 use sagan::model::spectral_norm::{SnMode, SnRegistry};
 use sagan::model::{self, BnMode, Discriminator, Generator};

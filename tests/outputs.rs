@@ -22,7 +22,7 @@ fn cell(grid: &Tensor, left: i64, row: i64, col: i64, h: i64, w: i64) -> Tensor 
 /// The label column sagan draws for these rows (class names), `row_height` pixels per row.
 fn labels(names: &[&str], row_height: i64) -> Tensor {
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    sagan::labels::label_column(&names, row_height)
+    sagan::output::font::label_column(&names, row_height)
 }
 
 #[test]

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sagan::log::tensorboard::HISTOGRAM_BUCKETS;
-use sagan::log::EventWriter;
+use sagan::output::tensorboard::HISTOGRAM_BUCKETS;
+use sagan::output::EventWriter;
 use serde_json::Value;
 use tch::{Kind, Tensor};
 

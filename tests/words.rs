@@ -14,8 +14,8 @@ fn explain_documents_every_key_and_docs_config_md_is_its_output() {
         .output()
         .unwrap());
     let stdout = text.trim_end_matches('\n').to_string() + "\n";
-    for (key, default) in sagan::config_doc::flatten(&sagan::config::Config::default()) {
-        let row = format!("| `{key}` | `{}` |", sagan::config_doc::show(&default));
+    for (key, default) in sagan::config::explain::flatten(&sagan::config::Config::default()) {
+        let row = format!("| `{key}` | `{}` |", sagan::config::explain::show(&default));
         assert!(stdout.contains(&row), "no row {row:?} in:\n{stdout}");
     }
     let md = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/config.md");

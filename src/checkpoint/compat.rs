@@ -3,8 +3,8 @@
 //! global batch) must match; keys about how long, how often and where to report may change.
 use std::collections::BTreeMap;
 
+use crate::config::explain::flatten_value;
 use crate::config::Config;
-use crate::config_doc::flatten_value;
 
 /// Keys (or whole sections, ending in '.') that may differ between a checkpoint and its resume.
 pub const SAFE_TO_CHANGE: &[&str] = &[

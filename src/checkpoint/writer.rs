@@ -41,7 +41,7 @@ impl Checkpointer {
         let handle = std::thread::Builder::new()
             .name("sagan-checkpoint".into())
             .spawn(move || {
-                crate::cpu_threads::keep_helper_serial();
+                crate::host::cpu_threads::keep_helper_serial();
                 let w = store::write(&root, snap, keep)?;
                 println!(
                     "checkpoint: {} ({:.1} MB) written in {:.2} s; training paused {:.1} ms for it",

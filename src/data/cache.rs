@@ -12,7 +12,7 @@ use super::packed::hex;
 use super::prepare::{prepare_folder, PrepareOptions};
 use super::resize::FILTER_NAME;
 use crate::config::{DataConfig, ModelConfig};
-use crate::dist::Comm;
+use crate::distributed::Comm;
 use crate::error::{Error, Result};
 
 /// How often the waiting ranks hear from rank 0 while it packs: far below any sensible

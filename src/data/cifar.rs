@@ -67,7 +67,7 @@ pub fn load_files(files: &[PathBuf]) -> Result<Native> {
         .unwrap_or(Path::new("."));
     let class_names = if label_bytes == 1 {
         read_names(&dir.join("batches.meta.txt"), 10).unwrap_or_else(|| {
-            crate::labels::CIFAR10
+            super::class_names::CIFAR10
                 .iter()
                 .map(|s| s.to_string())
                 .collect()

@@ -9,7 +9,7 @@ use tch::{Device, Kind, Tensor};
 use super::native::{self, Native};
 use super::packed::{hex, PackedFile};
 use crate::config::{DataConfig, DatasetKind, ModelConfig};
-use crate::dist::Comm;
+use crate::distributed::Comm;
 use crate::error::{Error, Result};
 
 /// Where the pixels are: small datasets are held in memory; packed files are read on demand, so

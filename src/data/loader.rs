@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::dataset::{to_signed_unit, Dataset};
 use super::flip;
-use super::sampler::DistributedSampler;
+use super::partition::DistributedSampler;
 use crate::error::{Error, Result};
 
 pub struct Batch {
@@ -105,7 +105,7 @@ impl Loader {
             let worker = std::thread::Builder::new()
                 .name(format!("sagan-loader-{w}"))
                 .spawn(move || {
-                    crate::cpu_threads::keep_helper_serial();
+                    crate::host::cpu_threads::keep_helper_serial();
                     let bpr = opts.batch_per_rank;
                     let shape = [
                         bpr as i64,

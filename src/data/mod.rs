@@ -5,9 +5,9 @@
 //! [`packed`] format, which [`dataset::Dataset`] reads without decoding; [`cache`] does that on
 //! first use for `data.dataset = "image-folder"`. [`loader`] cuts batches from the [`sampler`]'s
 //! shards, with [`flip`]s that depend only on (seed, epoch, sample).
-pub mod bench;
 pub mod cache;
 pub mod cifar;
+pub mod class_names;
 pub mod dataset;
 pub mod decode;
 pub mod flip;
@@ -16,11 +16,11 @@ pub mod image_folder;
 pub mod loader;
 pub mod native;
 pub mod packed;
+pub mod partition;
 pub mod prepare;
 pub mod progress;
 pub mod resize;
-pub mod sampler;
 
 pub use dataset::Dataset;
 pub use loader::{Loader, LoaderOptions};
-pub use sampler::DistributedSampler;
+pub use partition::DistributedSampler;

@@ -3,8 +3,8 @@
 //! ([`fit_resolution`]) or packed by `sagan prepare` like any other input.
 use std::path::{Path, PathBuf};
 
+use super::idx;
 use super::resize::{chw_to_hwc, crop_resize, hwc_to_chw, Decoded, FILTER_NAME};
-use super::{cifar, idx};
 use crate::error::{Error, Result};
 
 /// Images at their native size, NCHW uint8, with labels and class names.
@@ -83,7 +83,7 @@ pub fn idx_pair(dir: &Path, split: &str) -> Result<Native> {
     // Fashion-MNIST and MNIST share the file names; the folder says which this is.
     let fashion = dir.to_string_lossy().to_lowercase().contains("fashion");
     let class_names = (0..classes)
-        .map(|i| match crate::labels::FASHION_MNIST.get(i) {
+        .map(|i| match super::class_names::FASHION_MNIST.get(i) {
             Some(name) if fashion => name.to_string(),
             _ => i.to_string(),
         })
@@ -162,28 +162,4 @@ pub fn fit_resolution(native: &Native, res: u32, threads: usize) -> (Vec<u8>, St
         out,
         format!("{h}x{w} centre-cropped and resized to {res}x{res}, {FILTER_NAME}"),
     )
-}
-
-/// What kind of native dataset `input` is, if it is one (else an ImageFolder is assumed).
-pub fn detect(input: &Path) -> Option<Result<Native>> {
-    if input.is_dir() {
-        if input.join("data_batch_1.bin").exists() {
-            return Some(cifar::cifar10_train(input));
-        }
-        if input.join("train.bin").exists() {
-            return Some(cifar::cifar100_train(input));
-        }
-        for name in ["train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"] {
-            if input.join(name).exists() {
-                return Some(idx_pair(input, "train"));
-            }
-        }
-        return None;
-    }
-    if input.extension().is_some_and(|e| e == "bin") {
-        return Some(cifar::load_files(std::slice::from_ref(
-            &input.to_path_buf(),
-        )));
-    }
-    None
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Condvar, Mutex};
 use std::time::Instant;
 
+use super::cifar;
 use super::image_folder::{self, Listing};
 use super::native::{self, Native};
 use super::packed::{Header, PackedWriter};
@@ -49,7 +50,7 @@ pub fn prepare(input: &Path, out: &Path, opts: &PrepareOptions) -> Result<Report
             msg: format!("channels must be 1 or 3, got {}", opts.channels),
         });
     }
-    match native::detect(input) {
+    match detect(input) {
         Some(native) => prepare_native(&native?, out, opts),
         None => prepare_folder(&image_folder::scan(input)?, out, opts),
     }
@@ -231,4 +232,27 @@ fn write_ordered(
         skipped,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+/// What kind of native dataset `input` is, if it is one (else an ImageFolder is assumed).
+pub fn detect(input: &Path) -> Option<Result<Native>> {
+    if input.is_dir() {
+        if input.join("data_batch_1.bin").exists() {
+            return Some(cifar::cifar10_train(input));
+        }
+        if input.join("train.bin").exists() {
+            return Some(cifar::cifar100_train(input));
+        }
+        for name in ["train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"] {
+            if input.join(name).exists() {
+                return Some(native::idx_pair(input, "train"));
+            }
+        }
+        return None;
+    }
+    if input.extension().is_some_and(|e| e == "bin") {
+        return Some(cifar::load_files(std::slice::from_ref(
+            &input.to_path_buf(),
+        )));
+    }
+    None
 }

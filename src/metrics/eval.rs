@@ -22,87 +22,17 @@
 
 use tch::{Device, Kind, Tensor};
 
-use super::classifier::{self, Classifier};
+use super::classifier;
+use super::features::reduce_stats;
+pub use super::features::{dataset_stats, label, FeatureNet};
 use super::fid::{FeatureStats, FidStats};
-use super::inception::{self, InceptionV3};
 use super::inception_score::{inception_score, Order, DEFAULT_SEED, DEFAULT_SPLITS};
 use super::reference;
 use crate::config::{Config, DatasetKind, EvalConfig, FeatureNetKind};
-use crate::data::dataset::to_signed_unit;
 use crate::data::Dataset;
-use crate::dist::Comm;
+use crate::distributed::Comm;
 use crate::error::{Error, Result};
-use crate::samples;
-
-/// The network whose features and logits define FID and IS.
-pub enum FeatureNet {
-    FmnistClassifier(Box<Classifier>),
-    Inception(Box<InceptionV3>),
-}
-
-impl FeatureNet {
-    pub fn load(cfg: &EvalConfig, device: Device) -> Result<Self> {
-        match cfg.feature_net {
-            FeatureNetKind::FmnistClassifier => Ok(Self::FmnistClassifier(Box::new(
-                Classifier::load(&cfg.weights, device)?,
-            ))),
-            FeatureNetKind::Inception => Ok(Self::Inception(Box::new(InceptionV3::load(
-                &cfg.weights,
-                device,
-            )?))),
-        }
-    }
-
-    /// Whether the network's classes are a run's `num_classes` dataset classes, so that its
-    /// prediction for a generated image can be checked against the class it was asked for.
-    pub fn classifies(&self, num_classes: i64) -> bool {
-        matches!(self, Self::FmnistClassifier(_)) && num_classes == classifier::CLASSES
-    }
-
-    /// Metric-name suffix that says which network the numbers come from.
-    pub fn label(&self) -> &'static str {
-        label(match self {
-            Self::FmnistClassifier(_) => FeatureNetKind::FmnistClassifier,
-            Self::Inception(_) => FeatureNetKind::Inception,
-        })
-    }
-
-    pub fn dim(&self) -> i64 {
-        match self {
-            Self::FmnistClassifier(_) => classifier::FEATURES,
-            Self::Inception(_) => inception::FEATURES,
-        }
-    }
-
-    /// FID features of uint8 `[N, C, H, W]` images (pytorch-fid's input path for Inception).
-    pub fn fid_features(&self, pixels: &Tensor) -> Tensor {
-        tch::no_grad(|| match self {
-            Self::FmnistClassifier(c) => c.forward(&to_signed_unit(pixels)).0,
-            // pytorch-fid reads images with ToTensor(): uint8 / 255.
-            Self::Inception(net) => net.pool3(&(rgb(pixels).to_kind(Kind::Float) / 255.0)),
-        })
-    }
-
-    /// (FID features, IS logits) of uint8 `[N, C, H, W]` images. For Inception these are two
-    /// passes: the features through pytorch-fid's input path, the logits through
-    /// torch-fidelity's (TF1 resize of the uint8 pixels), so each metric equals its reference
-    /// implementation's; the classifier gives both from one pass.
-    pub fn features(&self, pixels: &Tensor) -> (Tensor, Tensor) {
-        tch::no_grad(|| match self {
-            Self::FmnistClassifier(c) => c.forward(&to_signed_unit(pixels)),
-            Self::Inception(net) => (self.fid_features(pixels), net.is_logits(&rgb(pixels))),
-        })
-    }
-}
-
-/// The suffix of metric names computed on `kind` (FID_fmnist_classifier, IS_inception), so a
-/// number never travels without the network it was measured with.
-pub fn label(kind: FeatureNetKind) -> &'static str {
-    match kind {
-        FeatureNetKind::FmnistClassifier => "fmnist_classifier",
-        FeatureNetKind::Inception => "inception",
-    }
-}
+use crate::model::inputs;
 
 /// What to do instead, for messages about a feature network that cannot work.
 const USE_INCEPTION: &str =
@@ -201,17 +131,8 @@ fn check_weights_present(e: &EvalConfig) -> Result<()> {
     }))
 }
 
-/// Grayscale is replicated to the three channels Inception takes, as image readers do.
-fn rgb(pixels: &Tensor) -> Tensor {
-    if pixels.size()[1] == 1 {
-        pixels.repeat([1, 3, 1, 1])
-    } else {
-        pixels.shallow_clone()
-    }
-}
-
 /// Images in [-1, 1] (G's tanh range) to the uint8 pixels they would be saved as:
-/// round((x + 1) * 127.5), clamped, the inverse of `to_signed_unit` and what `samples::grid`
+/// round((x + 1) * 127.5), clamped, the inverse of `to_signed_unit` and what `output::grid::grid`
 /// writes.
 pub fn quantise(images: &Tensor) -> Tensor {
     ((images.detach().clamp(-1.0, 1.0) + 1.0) * 127.5)
@@ -230,32 +151,6 @@ pub struct Scores {
     /// only where its classes are the dataset's (the Fashion-MNIST classifier).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class_accuracy: Option<f64>,
-}
-
-/// Reference statistics of a dataset's images, computed across ranks (each takes every W-th chunk).
-pub fn dataset_stats(
-    comm: &dyn Comm,
-    net: &FeatureNet,
-    data: &Dataset,
-    batch: i64,
-    device: Device,
-) -> Result<FidStats> {
-    let n = data.len() as i64;
-    let mut stats = FeatureStats::new(net.dim(), device);
-    let chunks = (n + batch - 1) / batch;
-    for k in (comm.rank() as i64..chunks).step_by(comm.size()) {
-        let pixels = data
-            .images((k * batch) as usize, batch.min(n - k * batch) as usize)?
-            .to_device(device);
-        stats.add(&net.fid_features(&pixels))?;
-    }
-    reduce_stats(comm, &stats)?.finish()
-}
-
-fn reduce_stats(comm: &dyn Comm, stats: &FeatureStats) -> Result<FeatureStats> {
-    let mut flat = stats.to_flat().contiguous();
-    comm.all_reduce_sum(&mut flat)?;
-    FeatureStats::from_flat(stats.dim(), &flat)
 }
 
 /// Loads the reference statistics, or computes them from `data` and writes them (rank 0), after
@@ -367,7 +262,7 @@ pub fn evaluate(
         .skip(comm.rank())
         .step_by(comm.size())
     {
-        let (z, _) = samples::fixed_inputs(1, batch, z_dim, seed.wrapping_add(k as u64), device);
+        let (z, _) = inputs::fixed_inputs(1, batch, z_dim, seed.wrapping_add(k as u64), device);
         let y = Tensor::arange_start(k * batch, (k + 1) * batch, (Kind::Int64, device))
             .remainder(num_classes);
         let pixels = quantise(&generate(&z, &y)).narrow(0, 0, keep);

@@ -5,8 +5,9 @@ use tch::{Kind, TchError, Tensor};
 use super::numpy_rng::legacy_permutation;
 use crate::error::{Error, Result};
 
-/// torch-fidelity's defaults: `isc_splits = 10`, `rng_seed = 2020`.
-pub const DEFAULT_SPLITS: usize = 10;
+/// torch-fidelity's defaults: `isc_splits = 10` (defined in config, whose validation needs it)
+/// and `rng_seed = 2020`.
+pub const DEFAULT_SPLITS: usize = crate::config::IS_SPLITS;
 pub const DEFAULT_SEED: u32 = 2020;
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -1,6 +1,7 @@
 //! Evaluation metrics: FID and IS, and the feature networks behind them.
 pub mod classifier;
 pub mod eval;
+pub mod features;
 pub mod fid;
 pub mod inception;
 pub mod inception_score;

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
 
-use super::eval::{accuracy, FeatureNet};
+use super::eval::accuracy;
+use super::features::FeatureNet;
 use super::fid::{FeatureStats, FidStats};
 use super::inception_score::{inception_score, Order, DEFAULT_SEED, DEFAULT_SPLITS};
 use crate::data::dataset::fashion_mnist;

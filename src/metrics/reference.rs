@@ -24,12 +24,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tch::{Device, Tensor};
 
-use super::eval::{dataset_stats, label, FeatureNet};
+use super::features::{dataset_stats, label, FeatureNet};
 use super::fid::FidStats;
 use super::npz;
 use crate::config::{EvalConfig, FeatureNetKind};
 use crate::data::Dataset;
-use crate::dist::{agree, Comm};
+use crate::distributed::{agree, Comm};
 use crate::error::{Error, IoContext, Result};
 
 /// Version of what goes into reference statistics (input quantisation, resize, float64 moments

@@ -83,7 +83,9 @@ mod tests {
             reg.refresh(SnMode::Detached);
             let x = Tensor::randn([2, 32, 8, 8], (Kind::Float, Device::Cpu));
             let (y, map) = tch::no_grad(|| {
-                crate::autocast::run(Autocast::Bf16, Device::Cpu, || attn.forward_with_map(&x))
+                crate::host::autocast::run(Autocast::Bf16, Device::Cpu, || {
+                    attn.forward_with_map(&x)
+                })
             });
             assert_eq!(map.kind(), Kind::Float, "{kind:?}");
             let worst = (map.sum_dim_intlist(-1, false, Kind::Double) - 1.0)

@@ -116,7 +116,7 @@ mod tests {
         let x = (Tensor::randn([8, 4, 5, 5], (Kind::Float, Device::Cpu)) * 3.0 + 1.0)
             .to_kind(Kind::BFloat16);
         let want = plain.normalise(&x.to_kind(Kind::Float), BnMode::Train);
-        let got = crate::autocast::run(Autocast::Bf16, Device::Cpu, || {
+        let got = crate::host::autocast::run(Autocast::Bf16, Device::Cpu, || {
             mixed.normalise(&x, BnMode::Train)
         });
         assert_eq!(got.kind(), Kind::Float);

@@ -2,10 +2,10 @@
 //! config places it, ReLU, global sum pool, SN linear plus <SN embedding(y), h>.
 use tch::{nn, Device, Tensor};
 
-use super::arch::Arch;
 use super::attention::SelfAttention;
 use super::blocks::DownBlock;
 use super::spectral_norm::{SnEmbedding, SnLinear, SnRegistry};
+use crate::config::arch::Arch;
 use crate::config::ModelConfig;
 use crate::error::Result;
 

@@ -2,11 +2,11 @@
 //! the config places it, BN-ReLU-conv3-tanh tail.
 use tch::{nn, Device, Tensor};
 
-use super::arch::Arch;
 use super::attention::SelfAttention;
 use super::batch_norm::{AffineBatchNorm, BnMode};
 use super::blocks::UpBlock;
 use super::spectral_norm::{SnConv2d, SnLinear, SnRegistry};
+use crate::config::arch::Arch;
 use crate::config::ModelConfig;
 use crate::error::Result;
 

@@ -1,10 +1,10 @@
 //! The SAGAN networks and the layers they are built from.
-pub mod arch;
 pub mod attention;
 pub mod batch_norm;
 pub mod blocks;
 pub mod discriminator;
 pub mod generator;
+pub mod inputs;
 pub mod spectral_norm;
 
 use tch::{nn, Tensor};

@@ -79,7 +79,7 @@ impl SpectralNorm {
     /// One power iteration: updates u and v from the current W, nothing else.
     pub fn power_iteration(&self) {
         // fp32 even inside an autocast region: CUDA autocast would run `mv` in bf16.
-        let _fp32 = crate::autocast::Fp32Guard::new(self.weight.device());
+        let _fp32 = crate::host::autocast::Fp32Guard::new(self.weight.device());
         tch::no_grad(|| {
             let w = self.matrix();
             let v = l2_normalise(&w.tr().mv(&self.u), self.eps);
@@ -106,7 +106,7 @@ impl SpectralNorm {
     }
 
     pub fn refresh(&self, mode: SnMode) {
-        let _fp32 = crate::autocast::Fp32Guard::new(self.weight.device());
+        let _fp32 = crate::host::autocast::Fp32Guard::new(self.weight.device());
         if mode == SnMode::PowerIteration {
             self.power_iteration();
         }
@@ -293,7 +293,7 @@ mod tests {
         };
         let ((_a, plain), (_b, mixed)) = (make(), make());
         plain.refresh(SnMode::PowerIteration);
-        crate::autocast::run(Autocast::Bf16, Device::Cpu, || {
+        crate::host::autocast::run(Autocast::Bf16, Device::Cpu, || {
             mixed.refresh(SnMode::PowerIteration)
         });
         for (x, y) in [(&plain.u, &mixed.u), (&plain.v, &mixed.v)] {

@@ -9,7 +9,7 @@ use super::trainer::Trainer;
 use crate::checkpoint::{
     self, compat, store, weights, BestScore, Found, Snapshot, TensorFile, TrainingState,
 };
-use crate::dist::{agree, sync};
+use crate::distributed::{agree, sync};
 use crate::error::{Error, Result};
 use crate::model;
 

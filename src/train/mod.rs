@@ -7,7 +7,8 @@ pub mod preemption;
 pub mod run;
 pub mod run_dir;
 pub mod schedule;
+pub mod stats;
 pub mod trainer;
 pub mod undo;
 
-pub use trainer::{StepStats, Trainer};
+pub use trainer::Trainer;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 
-use crate::dist::{agree, Comm};
+use crate::distributed::{agree, Comm};
 use crate::error::{Error, Result};
 
 /// "Checkpointed; run me again with --resume."

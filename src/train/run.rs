@@ -12,19 +12,22 @@ use super::checkpointing::{self, RunRecord, StartPoint};
 use super::preemption::Preemption;
 use super::run_dir::{self, StartMode};
 use super::schedule::{Duty, Schedule};
-use super::trainer::{StepStats, Trainer};
+use super::stats::median;
+use super::trainer::Trainer;
 use crate::checkpoint::{self, BestScore, Checkpointer};
 use crate::config::DatasetKind;
-use crate::dist::agree;
+use crate::data::class_names;
+use crate::distributed::agree;
 use crate::error::{Error, Result};
-use crate::labels;
-use crate::log::status::{self, StatusLine};
-use crate::log::{Reporter, StepReport};
 use crate::metrics::eval::{self, FeatureNet, Scores};
 use crate::metrics::real_data::{self, RealDataScores};
 use crate::metrics::FidStats;
 use crate::model;
-use crate::samples;
+use crate::model::inputs;
+use crate::output::status_line::{self, StatusLine};
+use crate::output::StepStats;
+use crate::output::{grid, png};
+use crate::output::{Reporter, StepReport};
 
 /// What a finished run reports.
 #[derive(Debug, serde::Serialize)]
@@ -178,9 +181,9 @@ pub fn run(mut t: Trainer, mode: StartMode, preemption: Preemption) -> Result<Ou
         eval_start: start.resumed.as_ref().and_then(|s| s.eval_start.clone()),
     };
     let c = &t.cfg;
-    let classes = samples::grid_classes(c.model.num_classes, c.output.sample_classes);
-    let row_labels = labels::row_labels(c.data.dataset, c.model.num_classes, &classes);
-    let grid = samples::grid_inputs(
+    let classes = inputs::grid_classes(c.model.num_classes, c.output.sample_classes);
+    let row_labels = class_names::row_labels(c.data.dataset, c.model.num_classes, &classes);
+    let grid = inputs::grid_inputs(
         &classes,
         c.output.samples_per_class,
         c.model.z_dim,
@@ -246,7 +249,7 @@ impl Run {
             if t.device == tch::Device::Cpu {
                 println!(
                     "sagan: CPU tensors allocated by {} (train.host_memory)",
-                    crate::alloc::serving(t.cfg.train.host_memory)
+                    crate::host::alloc::serving(t.cfg.train.host_memory)
                 );
             }
         }
@@ -277,7 +280,7 @@ impl Run {
             if let Some(o) = self.out.as_mut() {
                 o.checkpoints.poll()?;
             }
-            if crate::dist::abort::aborting() {
+            if crate::distributed::abort::aborting() {
                 // The watchdog is ending the job: do nothing more that could look like progress.
                 std::thread::park();
             }
@@ -314,7 +317,7 @@ impl Run {
                 .saturating_sub(t.cfg.train.log_every.max(1) as usize)..];
             let per_step = window.iter().sum::<f64>() / window.len().max(1) as f64;
             let rate = t.cfg.train.batch_size as f64 / per_step.max(1e-12);
-            status::line(t.step, t.cfg.train.steps, rate, per_step, stats)
+            status_line::line(t.step, t.cfg.train.steps, rate, per_step, stats)
         });
     }
 
@@ -414,7 +417,10 @@ impl Run {
     /// the checkpoint is complete.
     fn preempted(&mut self) -> Result<bool> {
         if let Some(sig) = self.preemption.received_here() {
-            eprintln!("sagan: {sig} received{}", crate::dist::abort::rank_suffix());
+            eprintln!(
+                "sagan: {sig} received{}",
+                crate::distributed::abort::rank_suffix()
+            );
         }
         if !self.preemption.agreed(self.t.comm)? {
             return Ok(false);
@@ -656,18 +662,18 @@ fn write_grids(
         ema.push(images);
         raw.push(t.sample_g(&z, &y));
     }
-    let ema = samples::grid(&Tensor::cat(&ema, 0), rows);
-    let ema_labelled = samples::labelled(&ema, row_labels);
+    let ema = grid::grid(&Tensor::cat(&ema, 0), rows);
+    let ema_labelled = grid::labelled(&ema, row_labels);
     r.image("samples/G_ema", &ema_labelled, t.step)?;
     r.image(
         "samples/G",
-        &samples::labelled(&samples::grid(&Tensor::cat(&raw, 0), rows), row_labels),
+        &grid::labelled(&grid::grid(&Tensor::cat(&raw, 0), rows), row_labels),
         t.step,
     )?;
     let firsts = Tensor::cat(&firsts, 0);
     for (name, m) in names.iter().zip(&maps) {
-        let overlay = samples::labelled(
-            &samples::attention_overlay(
+        let overlay = grid::labelled(
+            &grid::attention_overlay(
                 &firsts,
                 &Tensor::cat(m, 0),
                 &[(0.3, 0.3), (0.5, 0.5), (0.7, 0.6)],
@@ -675,7 +681,7 @@ fn write_grids(
             row_labels,
         );
         r.image(&format!("attention/G.{name}"), &overlay, t.step)?;
-        samples::save_png(
+        png::save_png(
             &overlay,
             &png.with_file_name(format!("attention_G.{name}.png")),
         )?;
@@ -686,7 +692,7 @@ fn write_grids(
         .map(f64::from)
         .collect();
     r.histogram("samples/G_ema_pixels", &pixels, t.step)?;
-    samples::save_png(&ema_labelled, png)?;
+    png::save_png(&ema_labelled, png)?;
     r.flush()
 }
 
@@ -704,12 +710,4 @@ pub fn save_weights(
         source: e,
     })?;
     Ok(())
-}
-
-pub fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }

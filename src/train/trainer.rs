@@ -12,27 +12,11 @@ use super::loss;
 use super::undo::{StepUndo, MAX_SKIPS_IN_A_ROW};
 use crate::config::{Autocast, Config};
 use crate::data::{Dataset, DistributedSampler, Loader, LoaderOptions};
-use crate::dist::buckets::GradientBuckets;
-use crate::dist::{sync, Comm};
+use crate::distributed::buckets::GradientBuckets;
+use crate::distributed::{sync, Comm};
 use crate::error::{Error, Result};
 use crate::model::{self, BnMode, Discriminator, Generator, SnMode};
-
-/// What one step measured (rank-local losses; gradient norms are of the averaged gradients).
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct StepStats {
-    pub d_loss_real: f64,
-    pub d_loss_fake: f64,
-    pub g_loss: f64,
-    pub d_real: f64,
-    pub d_fake: f64,
-    pub d_grad_norm: f64,
-    pub g_grad_norm: f64,
-    /// Seconds this rank spent in the gradient all-reduces of the step (on GPUs: enqueue and wait).
-    pub allreduce_seconds: f64,
-    /// The step's gradients were not finite under autocast, and G and D were put back as they
-    /// were before it (see `train::undo`).
-    pub skipped: bool,
-}
+use crate::output::StepStats;
 
 pub struct Trainer {
     pub cfg: Config,
@@ -273,7 +257,7 @@ impl Trainer {
 
     /// Runs a forward under `train.autocast` (losses and everything outside stay fp32).
     fn amp<T>(&self, f: impl FnOnce() -> T) -> T {
-        crate::autocast::run(self.cfg.train.autocast, self.device, f)
+        crate::host::autocast::run(self.cfg.train.autocast, self.device, f)
     }
 
     /// Turns gradient tracking of D's trainable parameters off (`frozen`) or back on.
@@ -468,7 +452,7 @@ impl Trainer {
         }
         self.d_buckets.take_comm_seconds();
         self.g_buckets.take_comm_seconds();
-        Ok(crate::train::run::median(&mut times))
+        Ok(crate::train::stats::median(&mut times))
     }
 
     /// The agreement check of every spectral-norm u/v of G, D and G_ema; differing ones are

@@ -1,6 +1,7 @@
 //! `sagan model-summary`: parameter counts and tensor shapes of a config's networks.
 use tch::{Device, Kind, Tensor};
 
+use crate::cli::ModelSummaryArgs;
 use crate::config::Config;
 use crate::error::Result;
 use crate::model::{self, BnMode, Discriminator, Generator, SnMode};
@@ -15,6 +16,29 @@ pub struct ModelSummary {
 }
 
 /// Builds G and D on the CPU and runs a batch of 2 through them.
+/// One table row per config.
+pub fn run(args: ModelSummaryArgs) -> Result<u8> {
+    println!(
+        "{:<28} {:>12} {:>12} {:>18} {:>8} {:>5} {:>5}",
+        "config", "G params", "D params", "G output", "D out", "G att", "D att"
+    );
+    for path in &args.configs {
+        let cfg = Config::load(path, &args.overrides)?;
+        let s = summarise(&cfg)?;
+        println!(
+            "{:<28} {:>12} {:>12} {:>18} {:>8} {:>5} {:>5}",
+            path.display(),
+            s.g_params,
+            s.d_params,
+            format!("{:?}", s.g_output),
+            format!("{:?}", s.d_output),
+            s.g_attention,
+            s.d_attention
+        );
+    }
+    Ok(0)
+}
+
 pub fn summarise(cfg: &Config) -> Result<ModelSummary> {
     let m = &cfg.model;
     let g = Generator::new(m, Device::Cpu)?;

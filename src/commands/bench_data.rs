@@ -5,12 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::dataset::Dataset;
-use super::image_folder;
-use super::loader::{Loader, LoaderOptions};
-use super::packed::{PackedFile, PackedWriter};
-use super::prepare::{prepare_folder, PrepareOptions};
-use super::sampler::DistributedSampler;
+use crate::cli::BenchDataArgs;
+use crate::data::dataset::Dataset;
+use crate::data::image_folder;
+use crate::data::loader::{Loader, LoaderOptions};
+use crate::data::packed::{PackedFile, PackedWriter};
+use crate::data::partition::DistributedSampler;
+use crate::data::prepare::{prepare_folder, PrepareOptions};
 use crate::error::{Error, IoContext, Result};
 
 pub struct BenchOptions {
@@ -190,7 +191,35 @@ pub fn rss_kib() -> (u64, u64) {
     (field("RssAnon:"), field("RssFile:"))
 }
 
-pub fn run(opts: &BenchOptions) -> Result<Vec<Figure>> {
+/// Prints one row per measurement.
+pub fn run(args: BenchDataArgs) -> Result<u8> {
+    let threads = args.threads.unwrap_or_else(super::cpus);
+    let figures = measure(&BenchOptions {
+        dir: args.dir,
+        jpeg_dir: args.jpeg_dir,
+        jpegs: args.jpegs,
+        threads,
+        python: args.python,
+        rss_gib: args.rss_gib,
+        seconds: args.seconds,
+    })?;
+    println!(
+        "{:<78} {:>7} {:>10} {:>12}",
+        "what", "threads", "images/s", "per thread"
+    );
+    for f in figures {
+        println!(
+            "{:<78} {:>7} {:>10.0} {:>12.0}",
+            f.what,
+            f.threads,
+            f.images_per_s,
+            f.images_per_s / f.threads as f64
+        );
+    }
+    Ok(0)
+}
+
+pub fn measure(opts: &BenchOptions) -> Result<Vec<Figure>> {
     let mut figures = Vec::new();
     let all = opts.threads.max(1);
     // tch's own thread pool is not involved (the loader converts in Rust), but keep it out of

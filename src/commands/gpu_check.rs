@@ -13,13 +13,15 @@ use serde_json::{json, Map, Value};
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::store;
+use crate::cli::GpuCheckArgs;
 use crate::config::{Autocast, Config};
-use crate::dist::grad_ready::GradReadyHooks;
-use crate::dist::nccl::NcclComm;
-use crate::dist::{cuda_driver, device, Comm, LocalComm};
+use crate::distributed::grad_ready::GradReadyHooks;
+use crate::distributed::nccl::NcclComm;
+use crate::distributed::{cuda_driver, device, Comm, LocalComm};
 use crate::error::{Error, IoContext, Result};
+use crate::output::StepStats;
 use crate::train::checkpointing::{self, RunRecord};
-use crate::train::{StepStats, Trainer};
+use crate::train::Trainer;
 
 /// CUDA against CPU, fp32, from the same weights, data and noise: losses and gradient norms agree
 /// to this relative difference (the GPU may run convolutions in TF32, and the order of sums
@@ -64,7 +66,22 @@ pub struct Options {
 }
 
 /// Runs every check; returns the verdict ("pass", "fail", "no_cuda").
-pub fn run(cfg: Config, opts: &Options) -> Result<&'static str> {
+/// Exit code 0 when every check passed, 1 when one failed, 3 without CUDA (the checks then ran
+/// on the CPU, as a test of the command).
+pub fn run(args: GpuCheckArgs) -> Result<u8> {
+    let cfg = super::load_for_a_rank(&args.config, &args.overrides)?;
+    let opts = Options {
+        steps: args.steps,
+        out: args.out,
+    };
+    Ok(match check_all(cfg, &opts)? {
+        "pass" => 0,
+        "no_cuda" => 3,
+        _ => 1,
+    })
+}
+
+pub fn check_all(cfg: Config, opts: &Options) -> Result<&'static str> {
     let cuda = tch::Cuda::is_available();
     let dev = if cuda { Device::Cuda(0) } else { Device::Cpu };
     let mut r = Report {
@@ -500,7 +517,7 @@ fn nccl_one_rank(f: &mut Map<String, Value>, dev: Device) -> Result<Outcome> {
     f.insert("version".into(), nccl.version().into());
     f.insert("library".into(), nccl.library().into());
     // libtorch's current stream, where the collectives run (0x0: its default, legacy stream).
-    let stream = crate::dist::cuda_stream::current_stream(0).map_err(Error::Dist)?;
+    let stream = crate::distributed::cuda_stream::current_stream(0).map_err(Error::Dist)?;
     f.insert("stream".into(), format!("{stream:p}").into());
     let n = 16 << 20; // 64 MiB of f32
     let mut x = Tensor::arange(n, (Kind::Float, dev));

@@ -42,7 +42,7 @@ impl EventWriter {
             .map_or(0, |d| d.as_secs());
         let stem = format!(
             "events.out.tfevents.{secs}.{}.{}",
-            crate::dist::world::hostname(),
+            crate::distributed::world::hostname(),
             std::process::id()
         );
         // A second writer in the same directory, process and second must not truncate the first.
@@ -154,10 +154,11 @@ impl EventWriter {
                 pixels.len()
             )));
         }
-        let encoded = encode_png(width, height, color, pixels).map_err(|e| Error::Io {
-            path: self.path.clone(),
-            source: std::io::Error::other(format!("image {tag:?}: PNG encoding: {e}")),
-        })?;
+        let encoded =
+            super::png::encode_png(width, height, color, pixels).map_err(|e| Error::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(format!("image {tag:?}: PNG encoding: {e}")),
+            })?;
         let image = Proto::new()
             .varint(1, u64::from(height))
             .varint(2, u64::from(width))
@@ -318,23 +319,6 @@ fn wall_time() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// PNG bytes of 8-bit pixels laid out row by row.
-pub fn encode_png(
-    width: u32,
-    height: u32,
-    color: png::ColorType,
-    pixels: &[u8],
-) -> std::result::Result<Vec<u8>, png::EncodingError> {
-    let mut encoded = Vec::new();
-    let mut encoder = png::Encoder::new(&mut encoded, width, height);
-    encoder.set_color(color);
-    encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder.write_header()?;
-    writer.write_image_data(pixels)?;
-    writer.finish()?;
-    Ok(encoded)
 }
 
 /// The fields of a `HistogramProto`.

@@ -4,7 +4,7 @@
 //!
 //! Samples are drawn as everywhere else in sagan: with batch statistics in the batch norms, all
 //! images in one forward pass, W / sigma from the stored spectral-norm vectors (no power
-//! iteration). The noise is `samples::grid_inputs`'s for the seed. `--tensors` writes z, y and the
+//! iteration). The noise is `inputs::grid_inputs`'s for the seed. `--tensors` writes z, y and the
 //! images so that another implementation (docs/load_g_ema.py) can be checked against these.
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,11 +12,13 @@ use std::path::Path;
 use tch::{Device, Tensor};
 
 use crate::checkpoint::weights;
+use crate::cli::SampleArgs;
 use crate::config::Config;
+use crate::data::class_names;
 use crate::error::{Error, IoContext, Result};
-use crate::labels;
+use crate::model::inputs;
 use crate::model::{self, BnMode, Generator, SnMode};
-use crate::samples;
+use crate::output::{grid, png};
 
 /// What to draw and where to write it.
 pub struct Request<'a> {
@@ -92,7 +94,7 @@ pub fn load_generator(path: &Path, device: Device) -> Result<Loaded> {
 fn classes(requested: &[i64], cfg: &Config) -> Result<Vec<i64>> {
     let n = cfg.model.num_classes;
     if requested.is_empty() {
-        return Ok(samples::grid_classes(n, cfg.output.sample_classes));
+        return Ok(inputs::grid_classes(n, cfg.output.sample_classes));
     }
     match requested.iter().find(|&&c| !(0..n).contains(&c)) {
         Some(c) => Err(Error::Model(format!(
@@ -133,14 +135,41 @@ fn write_each(
         for col in 0..per_class {
             let image = pixels.get(row as i64 * per_class + col);
             let path = dir.join(format!("class{class}{slug}_{col:03}.png"));
-            samples::save_png(&image, &path)?;
+            png::save_png(&image, &path)?;
         }
     }
     Ok(())
 }
 
 /// Draws the grid (and the tensors) the request asks for.
-pub fn run(r: &Request, device: Device) -> Result<Drawn> {
+/// Draws the grid (and what the options add) on the CPU and says where it went.
+pub fn run(args: SampleArgs) -> Result<u8> {
+    let request = Request {
+        weights: &args.weights,
+        png: &args.out,
+        tensors: args.tensors.as_deref(),
+        images: args.images.as_deref(),
+        classes: &args.classes,
+        per_class: args.per_class,
+        seed: args.seed,
+    };
+    let drawn = draw(&request, Device::Cpu)?;
+    println!(
+        "{} ({} at step {}): {} classes x {} samples -> {}",
+        args.weights.display(),
+        drawn.network,
+        drawn.step,
+        drawn.rows,
+        args.per_class,
+        args.out.display()
+    );
+    if let Some(dir) = &args.images {
+        println!("  and each sample as a PNG in {}", dir.display());
+    }
+    Ok(0)
+}
+
+pub fn draw(r: &Request, device: Device) -> Result<Drawn> {
     if r.per_class <= 0 {
         return Err(Error::Model(format!(
             "--per-class must be > 0, got {}",
@@ -154,12 +183,12 @@ pub fn run(r: &Request, device: Device) -> Result<Drawn> {
         step,
     } = load_generator(r.weights, device)?;
     let classes = classes(r.classes, &cfg)?;
-    let (z, y) = samples::grid_inputs(&classes, r.per_class, cfg.model.z_dim, r.seed, device);
+    let (z, y) = inputs::grid_inputs(&classes, r.per_class, cfg.model.z_dim, r.seed, device);
     let images = tch::no_grad(|| g.forward(&z, &y, BnMode::Batch));
     let rows = classes.len();
-    let names = labels::row_labels(cfg.data.dataset, cfg.model.num_classes, &classes);
-    let grid = samples::labelled(&samples::grid(&images, rows as i64), &names);
-    samples::save_png(&grid, r.png)?;
+    let names = class_names::row_labels(cfg.data.dataset, cfg.model.num_classes, &classes);
+    let grid = grid::labelled(&grid::grid(&images, rows as i64), &names);
+    png::save_png(&grid, r.png)?;
     if let Some(dir) = r.images {
         write_each(&images, &classes, r.per_class, &names, dir)?;
     }

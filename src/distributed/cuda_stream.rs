@@ -3,7 +3,7 @@
 //! (backward, also on the device's autograd thread) and before those that read it (Adam), on
 //! whatever stream libtorch makes current, not only on the default one.
 //!
-//! c10_cuda's C++ functions are called by their mangled names, as `crate::autocast` calls
+//! c10_cuda's C++ functions are called by their mangled names, as `crate::host::autocast` calls
 //! libtorch's (the pip wheel ships no CUDA runtime headers to compile a C++ shim against:
 //! `cuda_runtime_api.h` is there, its `crt/` headers are not). Builds against a CPU-only libtorch
 //! lack c10_cuda, and [`current_stream`] then says so.

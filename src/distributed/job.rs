@@ -5,7 +5,8 @@ use tch::Device;
 use super::abort;
 use super::comm::{Comm, LocalComm};
 use super::device::{self, RankView};
-use super::watchdog::{self, Watchdog, WatchedComm};
+use super::watchdog::{self, Watchdog};
+use super::watched::WatchedComm;
 use super::world::{self, World};
 use crate::config::{BackendKind, Config};
 use crate::error::{Error, Result};
@@ -21,7 +22,7 @@ pub struct Rank {
 /// Joins the run: every rank of an mpirun/srun launch calls this first.
 pub fn join(cfg: &Config) -> Result<Rank> {
     // Before the first large allocation: the policy decides where every activation lives.
-    let allocator_note = crate::alloc::apply(cfg.train.host_memory);
+    let allocator_note = crate::host::alloc::apply(cfg.train.host_memory);
     let (bootstrap, world) = bootstrap()?;
     if let (Some(note), 0) = (allocator_note, world.rank) {
         eprintln!("sagan: warning: {note}");
@@ -45,7 +46,7 @@ pub fn join(cfg: &Config) -> Result<Rank> {
     }
     let plan = device::plan(cfg.dist.backend, world.rank, &views, cfg.train.threads)?;
     if plan.device == Device::Cpu {
-        crate::cpu_threads::pin_training_threads(plan.threads);
+        crate::host::cpu_threads::pin_training_threads(plan.threads);
     }
     let comm: Box<dyn Comm> = match plan.backend {
         BackendKind::Nccl => nccl(bootstrap, plan.device, dog.as_ref())?,

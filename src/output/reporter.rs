@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use tch::Tensor;
 
 use super::tensorboard::{drop_events_after, EventWriter};
+use super::StepStats;
 use crate::error::{IoContext, Result};
 use crate::metrics::eval::Scores;
 use crate::metrics::real_data::RealDataScores;
-use crate::train::StepStats;
 
 pub struct Reporter {
     metrics: std::fs::File,

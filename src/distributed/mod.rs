@@ -7,12 +7,13 @@ pub mod cuda_driver;
 pub mod cuda_stream;
 pub mod device;
 pub mod grad_ready;
-pub mod launch;
+pub mod job;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 pub mod nccl;
 pub mod sync;
 pub mod watchdog;
+pub mod watched;
 pub mod world;
 
 pub use comm::{Comm, LocalComm};

@@ -5,9 +5,9 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+use super::StepStats;
 use crate::config::ProgressKind;
 use crate::data::progress::clock;
-use crate::train::StepStats;
 
 /// At most this often, so drawing costs nothing next to a step.
 const REDRAW: Duration = Duration::from_millis(200);
