@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The gradient all-reduce between two "nodes" (launch/nodes/nodes.sh: network namespaces on a
+# The gradient all-reduce between two "nodes" (tests/infra/nodes.sh: network namespaces on a
 # bridge) over a link limited to RATE, with and without `dist.overlap`: one rank per node,
 # `sagan bench-train` in alternating order, printing images/s and the share of the step spent in
 # the all-reduce (waiting for the other rank included). Root only; `tc` with the tbf qdisc.
@@ -33,7 +33,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 if ((!inside)); then
   echo "overlap_nodes.sh: $config, link $rate each way, buckets of $bucket_mb MiB, $rounds rounds"
   # Runs this script again inside the nodes' lifetime: `run` removes them however it ends.
-  exec launch/nodes/nodes.sh run --name ovbench --nodes 2 -- bash "$self" --inside-nodes "${args[@]}"
+  exec tests/infra/nodes.sh run --name ovbench --nodes 2 -- bash "$self" --inside-nodes "${args[@]}"
 fi
 
 case "$config" in

@@ -7,8 +7,8 @@ venv="$root/.venv"
 torch_version="2.11.0"
 
 # slurm-wlm .. munge, iproute2 (ss) and procps (ps): the single-node Slurm that tests/slurm.rs
-# starts (launch/slurm/local-cluster.sh); shellcheck lints the launch scripts; iproute2 (ip, tc),
-# util-linux (unshare) and iptables: the namespace "nodes" of tests/nodes.rs (launch/nodes/).
+# starts (tests/infra/local-slurm.sh); shellcheck lints the launch scripts; iproute2 (ip, tc),
+# util-linux (unshare) and iptables: the namespace "nodes" of tests/nodes.rs (tests/infra/).
 # libturbojpeg0-dev: the JPEG decoder of ImageFolder datasets (libjpeg-turbo, as Pillow uses).
 # libtcmalloc-minimal4: the allocator CPU tensors use by default (train.host_memory).
 apt_packages=(build-essential pkg-config python3-venv libopenmpi-dev openmpi-bin libclang-dev

@@ -89,7 +89,7 @@ pub struct SampleArgs {
     #[arg(long, value_name = "PNG", default_value = "samples.png")]
     pub out: PathBuf,
     /// Also write the noise z, the labels y and the images (float, in [-1, 1]) as safetensors,
-    /// to compare with another implementation (docs/load_g_ema.py --check).
+    /// to compare with another implementation (examples/load_g_ema.py --check).
     #[arg(long, value_name = "FILE")]
     pub tensors: Option<PathBuf>,
     /// Classes to draw, one row each (e.g. --classes 0,3,7); default: output.sample_classes

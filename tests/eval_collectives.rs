@@ -1,4 +1,4 @@
-//! Evaluation's collectives under real `mpirun` ranks (examples/eval_probe.rs): the reference
+//! Evaluation's collectives under real `mpirun` ranks (tests/probes/eval_probe.rs): the reference
 //! statistics decided once for all ranks when only some ranks see the file, and the 64-bit gather
 //! to one rank in rounds. Every child runs under a timeout, so a hang fails the test instead of
 //! stalling the suite.
@@ -70,7 +70,7 @@ fn json_lines(text: &str) -> Vec<serde_json::Value> {
 const LIMIT: Duration = Duration::from_secs(120);
 const IMAGES: &str = "600";
 
-/// Sequential sums of mu and sigma, as examples/eval_probe.rs prints them: equal bits in give
+/// Sequential sums of mu and sigma, as tests/probes/eval_probe.rs prints them: equal bits in give
 /// equal sums out, whatever the thread count.
 fn sums(path: &Path) -> (f64, f64) {
     let s = sagan::metrics::load_fid_stats(path).unwrap();

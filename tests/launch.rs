@@ -182,7 +182,7 @@ fn the_wrapper_returns_the_ranks_failure() {
     assert!(t.contains("train.batch_size"), "{t}");
 }
 
-/// The wrapper with a host file of two real hosts: the namespace nodes of launch/nodes/nodes.sh,
+/// The wrapper with a host file of two real hosts: the namespace nodes of tests/infra/nodes.sh,
 /// reached through its rsh agent (given with --mpirun-arg, as a cluster's own options would be).
 #[test]
 fn a_two_host_run_through_the_wrapper_on_namespace_nodes() {
@@ -382,12 +382,16 @@ fn launch_and_setup_scripts_are_shellcheck_clean() {
     let scripts = [
         "docker/smoke.sh",
         "launch/mpirun.sh",
-        "launch/nodes/nodes.sh",
         "launch/slurm/train.sbatch",
-        "launch/slurm/local-cluster.sh",
         "launch/wait-child.sh",
+        "launch/gpu-check.sh",
+        "tests/infra/nodes.sh",
+        "tests/infra/local-slurm.sh",
+        "bench/run.sh",
+        "bench/overlap_nodes.sh",
         "scripts/setup.sh",
         "scripts/test.sh",
+        "scripts/demo.sh",
     ];
     let out = match Command::new("shellcheck")
         .current_dir(root)

@@ -1,5 +1,5 @@
 //! sagan across two hosts: network namespaces node1 and node2 on a bridge, each with its own
-//! address and host name (launch/nodes/nodes.sh), mpirun starting its daemons there through the
+//! address and host name (tests/infra/nodes.sh), mpirun starting its daemons there through the
 //! script's rsh agent, the ranks talking MPI over TCP across the veth links. Then fault drills on
 //! them: a node killed, a link cut, a link slowed down.
 //!

@@ -1,4 +1,4 @@
-//! Weights files describe themselves, and docs/load_g_ema.py, a plain-PyTorch generator built from
+//! Weights files describe themselves, and examples/load_g_ema.py, a plain-PyTorch generator built from
 //! a file alone, reproduces `sagan sample`'s images within 1e-5 (with the venv's torch:
 //! `$SAGAN_PYTHON`, else `.venv/bin/python`).
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ fn python() -> PathBuf {
 }
 
 fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/load_g_ema.py")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/load_g_ema.py")
 }
 
 /// A 2-step run with `attention` ("official" or "paper"); returns its G_ema.safetensors.

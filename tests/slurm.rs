@@ -1,5 +1,5 @@
 //! The real `launch/slurm/train.sbatch`, submitted with the real `sbatch` to a real single-node
-//! Slurm (Debian's slurm-wlm, started per test by `launch/slurm/local-cluster.sh` under a temp
+//! Slurm (Debian's slurm-wlm, started per test by `tests/infra/local-slurm.sh` under a temp
 //! dir, stopped by a Drop guard whatever happens), training a tiny CPU model with 2 tasks.
 //!
 //! Without Slurm installed (scripts/setup.sh installs it) these tests say so loudly on stderr
@@ -71,14 +71,14 @@ impl Cluster {
             .unwrap();
         let cluster = Cluster { dir };
         let out = Command::new("bash")
-            .arg(repo().join("launch/slurm/local-cluster.sh"))
+            .arg(repo().join("tests/infra/local-slurm.sh"))
             .arg("start")
             .arg(cluster.dir.path())
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "local-cluster.sh start failed:\n{}",
+            "local-slurm.sh start failed:\n{}",
             text(&out)
         );
         Some(cluster)
@@ -151,14 +151,14 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let out = Command::new("bash")
-            .arg(repo().join("launch/slurm/local-cluster.sh"))
+            .arg(repo().join("tests/infra/local-slurm.sh"))
             .arg("stop")
             .arg(self.dir.path())
             .output();
         if let Ok(o) = out {
             if !o.status.success() {
                 let _ = std::io::stderr()
-                    .write_all(format!("local-cluster.sh stop failed:\n{}", text(&o)).as_bytes());
+                    .write_all(format!("local-slurm.sh stop failed:\n{}", text(&o)).as_bytes());
             }
         }
     }
@@ -559,7 +559,7 @@ fn stopping_the_cluster_ends_its_daemons_and_running_jobs() {
         );
     }
     let out = Command::new("bash")
-        .arg(repo().join("launch/slurm/local-cluster.sh"))
+        .arg(repo().join("tests/infra/local-slurm.sh"))
         .arg("stop")
         .arg(cluster.dir.path())
         .output()

@@ -282,7 +282,7 @@ pub fn measure(opts: &BenchOptions) -> Result<Vec<Figure>> {
     }
     if let Some(python) = &opts.python {
         for threads in [1, all] {
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench_pillow.py");
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/pillow.py");
             let out = std::process::Command::new(python)
                 .arg(script)
                 .arg(&jpeg_dir)

@@ -5,7 +5,7 @@
 //! Samples are drawn as everywhere else in sagan: with batch statistics in the batch norms, all
 //! images in one forward pass, W / sigma from the stored spectral-norm vectors (no power
 //! iteration). The noise is `inputs::grid_inputs`'s for the seed. `--tensors` writes z, y and the
-//! images so that another implementation (docs/load_g_ema.py) can be checked against these.
+//! images so that another implementation (examples/load_g_ema.py) can be checked against these.
 use std::collections::BTreeMap;
 use std::path::Path;
 

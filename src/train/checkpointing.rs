@@ -102,13 +102,14 @@ fn inspect(t: &Trainer, mode: &StartMode) -> Result<(StartPoint, Option<Found>)>
         clear_outputs,
         notes,
     };
+    let contents = run_dir::inspect(dir);
     let path = match mode {
         StartMode::Fresh => {
-            run_dir::check_fresh(dir)?;
+            contents.check_fresh()?;
             return Ok((fresh(false, vec![]), None));
         }
         StartMode::Overwrite => {
-            let n = run_dir::outputs(dir).len();
+            let n = contents.outputs.len();
             let notes = (n > 0)
                 .then(|| {
                     format!(
@@ -131,7 +132,7 @@ fn inspect(t: &Trainer, mode: &StartMode) -> Result<(StartPoint, Option<Found>)>
         notes.push(format!(
             "--resume: no checkpoint in {}; starting fresh{}",
             root.display(),
-            if run_dir::outputs(dir).is_empty() {
+            if !contents.holds_run() {
                 String::new()
             } else {
                 " (deleting the outputs of the earlier, uncheckpointed attempt)".into()

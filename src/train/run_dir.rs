@@ -73,47 +73,78 @@ pub fn clear(dir: &Path) -> Result<usize> {
     Ok(found.len())
 }
 
-/// One line saying what run `dir` holds: its step from the newest checkpoint or metrics.jsonl.
-fn describe(dir: &Path) -> String {
-    let root = store::checkpoints_dir(dir);
-    if let Some(state) =
-        store::read_latest_name(&root).and_then(|n| store::read_state(&root.join(n)).ok())
-    {
-        return format!("a run checkpointed at step {}", state.step);
+/// What a run directory holds, read once at start-up; the start decision is made from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contents {
+    pub dir: PathBuf,
+    /// sagan's outputs in it, sorted (none: it holds no run).
+    pub outputs: Vec<PathBuf>,
+    /// The step of the checkpoint `latest` names, when its state reads.
+    pub checkpointed_step: Option<i64>,
+    /// The highest step metrics.jsonl logged.
+    pub logged_step: Option<i64>,
+}
+
+/// Reads what `dir` holds: its run outputs and, when there are any, how far that run got.
+pub fn inspect(dir: &Path) -> Contents {
+    let outputs = outputs(dir);
+    let (mut checkpointed_step, mut logged_step) = (None, None);
+    if !outputs.is_empty() {
+        let root = store::checkpoints_dir(dir);
+        checkpointed_step = store::read_latest_name(&root)
+            .and_then(|n| store::read_state(&root.join(n)).ok())
+            .map(|state| state.step);
+        logged_step = std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .filter_map(|v| v["step"].as_i64())
+                    .max()
+            });
     }
-    let logged = std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .filter_map(|v| v["step"].as_i64())
-                .max()
-        });
-    match logged {
-        Some(step) => format!("a run that logged up to step {step} (no checkpoint)"),
-        None => "the outputs of a run".to_string(),
+    Contents {
+        dir: dir.to_path_buf(),
+        outputs,
+        checkpointed_step,
+        logged_step,
     }
 }
 
-/// Refuses a fresh start in a directory that holds a run, saying how to go on.
-pub fn check_fresh(dir: &Path) -> Result<()> {
-    let found = outputs(dir);
-    if found.is_empty() {
-        return Ok(());
+impl Contents {
+    pub fn holds_run(&self) -> bool {
+        !self.outputs.is_empty()
     }
-    let names: Vec<String> = found
-        .iter()
-        .take(4)
-        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .collect();
-    Err(Error::Train(format!(
-        "output.dir {} already holds {} ({}{}); add --resume to continue it, --overwrite to \
-         delete its outputs and start over, or set output.dir to another directory",
-        dir.display(),
-        describe(dir),
-        names.join(", "),
-        if found.len() > 4 { ", ..." } else { "" }
-    )))
+
+    /// One line saying what run the directory holds.
+    fn describe(&self) -> String {
+        match (self.checkpointed_step, self.logged_step) {
+            (Some(step), _) => format!("a run checkpointed at step {step}"),
+            (None, Some(step)) => format!("a run that logged up to step {step} (no checkpoint)"),
+            (None, None) => "the outputs of a run".to_string(),
+        }
+    }
+
+    /// Refuses a fresh start where the directory holds a run, saying how to go on.
+    pub fn check_fresh(&self) -> Result<()> {
+        if !self.holds_run() {
+            return Ok(());
+        }
+        let names: Vec<String> = self
+            .outputs
+            .iter()
+            .take(4)
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        Err(Error::Train(format!(
+            "output.dir {} already holds {} ({}{}); add --resume to continue it, --overwrite to \
+             delete its outputs and start over, or set output.dir to another directory",
+            self.dir.display(),
+            self.describe(),
+            names.join(", "),
+            if self.outputs.len() > 4 { ", ..." } else { "" }
+        )))
+    }
 }
 
 /// The checkpoints directory to resume from for `--resume [PATH]` with run directory `run_dir`,
@@ -142,13 +173,13 @@ mod tests {
     fn a_run_directory_is_recognised_and_cleared_without_touching_other_files() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        check_fresh(d).unwrap();
+        inspect(d).check_fresh().unwrap();
         std::fs::write(d.join("notes.txt"), "mine").unwrap();
-        check_fresh(d).unwrap();
+        inspect(d).check_fresh().unwrap();
         std::fs::write(d.join("metrics.jsonl"), "{\"step\": 50}\n{\"step\": 100}\n").unwrap();
         std::fs::write(d.join("events.out.tfevents.1.host.2.sagan"), "").unwrap();
         std::fs::write(d.join("samples_000050.png"), "").unwrap();
-        let e = check_fresh(d).unwrap_err().to_string();
+        let e = inspect(d).check_fresh().unwrap_err().to_string();
         assert!(
             e.contains("logged up to step 100")
                 && e.contains("--resume")
@@ -157,6 +188,6 @@ mod tests {
         );
         assert_eq!(clear(d).unwrap(), 3);
         assert!(d.join("notes.txt").exists());
-        check_fresh(d).unwrap();
+        assert!(!inspect(d).holds_run());
     }
 }

@@ -1,4 +1,4 @@
-//! Two "nodes" on this machine for the multi-host tests (launch/nodes/nodes.sh): network
+//! Two "nodes" on this machine for the multi-host tests (tests/infra/nodes.sh): network
 //! namespaces on a bridge, mpirun starting its daemons in them through the script's rsh agent.
 //! A [`Nodes`] tears everything down when dropped, also when the test panics, and
 //! [`assert_nothing_left`] checks that no namespace, link, iptables rule, state or process is left.
@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("launch/nodes/nodes.sh")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/infra/nodes.sh")
 }
 
 /// stdout and stderr of a finished command.

@@ -4,14 +4,14 @@
 # them, so that a job runs as it would on separate hosts, its traffic crossing a real (virtual)
 # link that tests can take down or slow down. Root only (namespaces, bridges, iptables).
 #
-#   launch/nodes/nodes.sh up   [--name NAME] [--nodes N] [--subnet A.B.C] [--slots K] [--tcp-retries2 R]
-#   launch/nodes/nodes.sh down [--name NAME]                  removes all of it; safe to repeat
-#   launch/nodes/nodes.sh run  [--name NAME] [--nodes N] -- CMD...   up, CMD, then always down
-#   launch/nodes/nodes.sh link [--name NAME] HOST up|down     the cable of HOST, in or out
-#   launch/nodes/nodes.sh delay [--name NAME] HOST MS         MS more latency on HOST's link, each way
-#   launch/nodes/nodes.sh undelay [--name NAME] HOST
-#   launch/nodes/nodes.sh exec [--name NAME] HOST CMD...      CMD on HOST (head, node1, ...)
-#   launch/nodes/nodes.sh agent NAME HOST CMD...              mpirun's rsh agent (see below)
+#   tests/infra/nodes.sh up   [--name NAME] [--nodes N] [--subnet A.B.C] [--slots K] [--tcp-retries2 R]
+#   tests/infra/nodes.sh down [--name NAME]                  removes all of it; safe to repeat
+#   tests/infra/nodes.sh run  [--name NAME] [--nodes N] -- CMD...   up, CMD, then always down
+#   tests/infra/nodes.sh link [--name NAME] HOST up|down     the cable of HOST, in or out
+#   tests/infra/nodes.sh delay [--name NAME] HOST MS         MS more latency on HOST's link, each way
+#   tests/infra/nodes.sh undelay [--name NAME] HOST
+#   tests/infra/nodes.sh exec [--name NAME] HOST CMD...      CMD on HOST (head, node1, ...)
+#   tests/infra/nodes.sh agent NAME HOST CMD...              mpirun's rsh agent (see below)
 #
 # `up` creates, for NAME (default "sagan", at most 12 of [a-z0-9]):
 #   - namespaces NAME-node1 .. NAME-nodeN; in each, `lo` and `eth0` with A.B.C.(10+k)/24;
@@ -28,18 +28,18 @@
 #                    (its daemons' oob and the ranks' tcp btl) pinned to the bridge's subnet
 # A subnet A.B.C is picked from 10.77.0-255 unless given: the first with no route here.
 #
-# Use:  launch/nodes/nodes.sh up; . /run/sagan-nodes/sagan/env
+# Use:  tests/infra/nodes.sh up; . /run/sagan-nodes/sagan/env
 #       mapfile -t a < "$SAGAN_NODES_DIR/mpirun-args"
 #       mpirun "${a[@]}" --hostfile "$SAGAN_NODES_HOSTFILE" -np 2 hostname   # node1, node2
-#       launch/nodes/nodes.sh down
-# or    launch/nodes/nodes.sh run -- sh -c 'mpirun $(cat "$SAGAN_NODES_DIR/mpirun-args") ...'
+#       tests/infra/nodes.sh down
+# or    tests/infra/nodes.sh run -- sh -c 'mpirun $(cat "$SAGAN_NODES_DIR/mpirun-args") ...'
 #
 # The agent: mpirun runs `AGENT HOST CMD...` to start its daemon on HOST, as it would run ssh.
 # Here it enters HOST's namespace and a fresh UTS namespace named HOST, and runs CMD through sh
 # as sshd would, so the daemon and the ranks it starts see HOST's address and host name.
 #
 # The head: a namespace NAME-head (A.B.C.2, host name "head") to run mpirun in as on a login
-# node: `launch/nodes/nodes.sh exec head mpirun ...`. mpirun can also run here in the root
+# node: `tests/infra/nodes.sh exec head mpirun ...`. mpirun can also run here in the root
 # namespace; the difference shows when a node drops off the network. OpenMPI 4's mpirun has no
 # heartbeat: after an abort it waits for every daemon, and for one that cannot be reached that
 # lasts until TCP gives up retransmitting to it (net.ipv4.tcp_retries2, 15 by default: about 15
@@ -50,7 +50,7 @@
 # `delay` uses netem where the kernel has it (tc qdisc netem on both ends of HOST's veth);
 # kernels built without it (CONFIG_NET_SCH_NETEM unset, as on this project's CI machines) get the
 # same effect from NFQUEUE: iptables sends every bridged packet into or out of HOST's port to
-# launch/nodes/delay.py, which holds each one MS milliseconds and accepts it. It prints which.
+# tests/infra/delay.py, which holds each one MS milliseconds and accepts it. It prints which.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -141,7 +141,7 @@ cmd_up() {
   exec 9>"$state_root/.lock"
   flock 9
   if [ -e "$dir" ] || ip link show "$br" >/dev/null 2>&1 || compgen -G "/run/netns/$name-*" >/dev/null; then
-    die "nodes '$name' exist already (launch/nodes/nodes.sh down --name $name)"
+    die "nodes '$name' exist already (tests/infra/nodes.sh down --name $name)"
   fi
   if [ -n "$subnet" ]; then
     [[ "$subnet" =~ ^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$ ]] || die "--subnet: three numbers, e.g. 10.77.5"
@@ -234,7 +234,7 @@ cmd_down() {
 node_index() {
   local name="$1" host="$2"
   [[ "$host" =~ ^node([1-9])$ ]] || die "unknown host '$host' (node1, node2, ...)"
-  [ -e "/run/netns/$name-$host" ] || die "no host '$host' in '$name' (launch/nodes/nodes.sh up --name $name)"
+  [ -e "/run/netns/$name-$host" ] || die "no host '$host' in '$name' (tests/infra/nodes.sh up --name $name)"
   echo "${BASH_REMATCH[1]}"
 }
 
@@ -319,7 +319,7 @@ cmd_undelay_all() {
 cmd_exec() {
   local name="$1" host="$2"
   shift 2
-  [ -e "/run/netns/$name-$host" ] || die "no host '$host' in '$name' (launch/nodes/nodes.sh up --name $name)"
+  [ -e "/run/netns/$name-$host" ] || die "no host '$host' in '$name' (tests/infra/nodes.sh up --name $name)"
   # shellcheck disable=SC2016 # $0 and $@ belong to the inner shell
   exec ip netns exec "$name-$host" unshare --uts sh -c 'hostname "$0" && exec "$@"' "$host" "$@"
 }

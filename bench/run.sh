@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Training throughput on this machine: 1 rank x 2 threads against 2 ranks x 1 thread on the default
 # config, the scaling efficiency, and the gradient all-reduce bandwidth next to a raw MPI_Allreduce.
-# Usage: scripts/bench.sh [steps]   (figures are medians over the steps after the first 5)
+# Usage: bench/run.sh [steps]   (figures are medians over the steps after the first 5)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

@@ -3,9 +3,9 @@
 # trying launch/slurm/train.sbatch by hand. Needs root and Debian's slurm-wlm, slurmctld, slurmd,
 # slurm-client and munge packages (scripts/setup.sh installs them); no systemd.
 #
-#   launch/slurm/local-cluster.sh start DIR   # start munged, slurmctld and slurmd; state under DIR
+#   tests/infra/local-slurm.sh start DIR   # start munged, slurmctld and slurmd; state under DIR
 #   export SLURM_CONF=DIR/slurm.conf          # then sbatch, squeue, scontrol, scancel talk to it
-#   launch/slurm/local-cluster.sh stop DIR    # stop exactly the daemons that `start DIR` started
+#   tests/infra/local-slurm.sh stop DIR    # stop exactly the daemons that `start DIR` started
 #
 # Everything lives under DIR (config, munge key and socket, state, spool, logs, pid files) and the
 # two ports are picked free at start, so several instances (tests running in parallel, other users
@@ -121,7 +121,7 @@ start() {
   while [ "$slurmd_port" = "$ctld_port" ]; do slurmd_port="$(free_port)"; done
 
   cat >"$dir/slurm.conf" <<EOF
-# Written by launch/slurm/local-cluster.sh; everything under $dir.
+# Written by tests/infra/local-slurm.sh; everything under $dir.
 ClusterName=local$$
 SlurmctldHost=$host(127.0.0.1)
 SlurmctldPort=$ctld_port

@@ -1,7 +1,7 @@
 """Load a sagan generator (G_ema.safetensors or G.safetensors) into plain PyTorch and sample from it.
 
-    python docs/load_g_ema.py runs/fmnist32/G_ema.safetensors --out grid.png [--per-class 8] [--seed 0]
-    python docs/load_g_ema.py runs/fmnist32/G_ema.safetensors --check drawn.safetensors
+    python examples/load_g_ema.py runs/fmnist32/G_ema.safetensors --out grid.png [--per-class 8] [--seed 0]
+    python examples/load_g_ema.py runs/fmnist32/G_ema.safetensors --check drawn.safetensors
 
 The first draws a grid (one row per class) with PyTorch's own noise. The second takes z and y from
 `sagan sample --weights G_ema.safetensors --tensors drawn.safetensors` and checks that this

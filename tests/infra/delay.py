@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Holds every packet of an NFQUEUE queue for a fixed time, then accepts it: netem's `delay` for
-kernels built without sch_netem (CONFIG_NET_SCH_NETEM unset), which launch/nodes/nodes.sh falls
+kernels built without sch_netem (CONFIG_NET_SCH_NETEM unset), which tests/infra/nodes.sh falls
 back to. Standard library only: it speaks nfnetlink_queue over a raw netlink socket.
 
 Packets are copied as metadata only (no payload), and released in arrival order with one batch
