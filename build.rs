@@ -17,7 +17,7 @@ fn main() {
     if lib.join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
     }
-    // src/dist/cuda_stream.rs calls c10_cuda's current-stream functions directly.
+    // src/distributed/cuda_stream.rs calls c10_cuda's current-stream functions directly.
     if lib.join("libc10_cuda.so").exists() {
         println!("cargo:rustc-link-search=native={}", lib.display());
         println!("cargo:rustc-link-lib=dylib=c10_cuda");

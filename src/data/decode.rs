@@ -3,7 +3,7 @@
 //!
 //! JPEG goes through libjpeg-turbo (the `turbojpeg` crate over the system library), the library
 //! Pillow bundles: measured on 500x375 JPEGs it decodes bit-for-bit what Pillow decodes, and is
-//! the fastest of the three decoders tried (README, "Data"). The pure-Rust decoders differ from
+//! the fastest of the three decoders tried (docs/data.md). The pure-Rust decoders differ from
 //! Pillow by up to 3 (jpeg-decoder) and 11 (zune-jpeg, the `image` crate's) levels. CMYK and
 //! YCCK JPEGs, which libjpeg-turbo cannot convert to RGB, go through the `image` crate; so does
 //! PNG.

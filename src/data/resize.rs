@@ -5,11 +5,11 @@
 //! scale factor when shrinking, which is what makes it antialiased: every source pixel contributes.
 //! It is Pillow's default for `Image.resize` and what clean-fid recommends for preparing FID data;
 //! Lanczos rings more on hard edges for little gain at these sizes. `fast_image_resize` implements
-//! Pillow's convolution in SIMD integer arithmetic (see the README's benchmark table for speed and
-//! the tests for the agreement with Pillow, within 1 level).
+//! Pillow's convolution in SIMD integer arithmetic; its speed is in docs/performance.md ("Data
+//! loading"), and tests/data.rs checks the agreement with Pillow, within 1 level.
 use fast_image_resize as fr;
 
-/// The filter every resize in sagan uses (documented in the README and in packed headers).
+/// The filter every resize in sagan uses (documented in docs/data.md and in packed headers).
 pub const FILTER_NAME: &str = "antialiased bicubic (Catmull-Rom, a = -0.5; Pillow's Image.BICUBIC)";
 
 /// A decoded image: `channels` interleaved 8-bit samples per pixel (1 gray, 2 gray+alpha, 3 RGB,

@@ -1,5 +1,6 @@
-//! Gradient averaging: gradients are copied into a few large flat buckets, each all-reduced once,
-//! then written back, so a network costs a handful of collectives instead of one per tensor.
+//! Gradient averaging over a few large flat buckets, each all-reduced once, so a network costs a
+//! handful of collectives instead of one per tensor. The trainer's buckets are slices of Adam's
+//! flat gradient tensor (`over_flat`: nothing is copied); `new` alone copies in and out.
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 

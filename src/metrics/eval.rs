@@ -37,7 +37,7 @@ use crate::model::inputs;
 /// What to do instead, for messages about a feature network that cannot work.
 const USE_INCEPTION: &str =
     "set eval.feature_net = \"inception\" and eval.weights to pytorch-fid's \
-     Inception weights converted to safetensors (README, \"Metrics\"), or eval.enabled = false";
+     Inception weights converted to safetensors (docs/metrics.md), or eval.enabled = false";
 
 /// Checks, before anything starts, that `cfg.eval`'s feature network can score this run's images
 /// and that its weights are there. Run on every rank, so every rank stops with the same message
@@ -121,7 +121,7 @@ fn check_weights_present(e: &EvalConfig) -> Result<()> {
              pt_inception-2015-12-05-6726825d.pth (github.com/mseitzer/pytorch-fid, release \
              fid_weights) where there is internet, convert it once with `.venv/bin/python \
              scripts/convert_inception.py pt_inception-2015-12-05-6726825d.pth {target}` \
-             (README, \"Metrics\"); or set eval.enabled = false",
+             (docs/metrics.md); or set eval.enabled = false",
             target = if e.weights.as_os_str().is_empty() {
                 "inception.safetensors".to_string()
             } else {

@@ -87,16 +87,16 @@ start() {
   local host node_line ctld_port slurmd_port
   for cmd in munged slurmctld slurmd sbatch scontrol ss; do
     command -v "$cmd" >/dev/null || {
-      echo "local-cluster: $cmd not found (install slurm-wlm slurmctld slurmd slurm-client munge)" >&2
+      echo "local-slurm: $cmd not found (install slurm-wlm slurmctld slurmd slurm-client munge)" >&2
       exit 1
     }
   done
   [ "$(id -u)" -eq 0 ] || {
-    echo "local-cluster: must run as root (SlurmUser=root, munged with its own key)" >&2
+    echo "local-slurm: must run as root (SlurmUser=root, munged with its own key)" >&2
     exit 1
   }
   if [ -s "$dir/slurmctld.pid" ] && kill -0 "$(cat "$dir/slurmctld.pid")" 2>/dev/null; then
-    echo "local-cluster: already running in $dir" >&2
+    echo "local-slurm: already running in $dir" >&2
     exit 1
   fi
   mkdir -p "$dir/state" "$dir/spool" "$dir/log" "$dir/tmp"
@@ -185,7 +185,7 @@ EOF
   case "$state" in
     idle | mixed | allocated) ;;
     *)
-      echo "local-cluster: node not ready after 30 s (state '$state'); logs in $dir/log:" >&2
+      echo "local-slurm: node not ready after 30 s (state '$state'); logs in $dir/log:" >&2
       tail -n 20 "$dir/log/"*.log >&2 || true
       stop
       exit 1
