@@ -2,7 +2,7 @@
 //! text); `src/main.rs` runs what it parses.
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
@@ -111,6 +111,29 @@ pub struct SampleArgs {
     /// Seed of the noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// The truncation trick: noise values with |z| > T are drawn again, trading variety for
+    /// samples nearer the mode (smaller T: less varied). Default: no truncation.
+    #[arg(long, value_name = "T")]
+    pub truncation: Option<f64>,
+    /// Interpolation rows instead of independent samples: `z` moves the noise from one latent
+    /// to another within each class's row; `class` keeps one latent per row and moves the class
+    /// from each chosen class to the next. --per-class is the number of steps.
+    #[arg(long, value_enum, value_name = "WHAT")]
+    pub interpolate: Option<Interpolate>,
+    /// Also write the images as an .npz for external evaluators: `arr_0` uint8 [N, H, W, C]
+    /// (what TensorFlow-based FID/IS/precision-recall suites read) and, for class rows,
+    /// `labels` int64 [N].
+    #[arg(long, value_name = "FILE")]
+    pub npz: Option<PathBuf>,
+}
+
+/// What `sagan sample --interpolate` moves along each row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Interpolate {
+    /// The noise, between two latents, within one class.
+    Z,
+    /// The class, between consecutive chosen classes, with the noise fixed.
+    Class,
 }
 
 #[derive(Args)]

@@ -187,3 +187,52 @@ fn fewer_classes_or_images_than_the_model_needs_are_start_up_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn kid_and_precision_recall_settings_must_fit_the_sample_count() {
+    let base = "[eval]\nenabled = true\nnum_samples = 500\n";
+    assert_error(
+        &format!("{base}kid = true\nkid_subset_size = 1000\n"),
+        &[],
+        &[
+            "eval.kid_subset_size",
+            "from 2 to eval.num_samples (500), got 1000",
+        ],
+    );
+    assert_error(
+        &format!("{base}kid = true\nkid_subsets = 0\n"),
+        &[],
+        &["eval.kid_subsets", "> 0"],
+    );
+    assert_error(
+        &format!("{base}precision_recall = true\npr_k = 500\n"),
+        &[],
+        &["eval.pr_k", "from 1 to eval.num_samples - 1 (499), got 500"],
+    );
+    // Off, the same numbers are not checked: they are not used.
+    let (ok, stderr) = show_config(&format!("{base}kid_subset_size = 1000\n"), &[]);
+    assert!(ok, "{stderr}");
+}
+
+#[test]
+fn augmentation_policy_names_known_transforms() {
+    assert_error(
+        "[train]\naugment = \"diffaugment\"\naugment_policy = \"color,flip\"\n",
+        &[],
+        &[
+            "train.augment_policy",
+            "\"flip\"",
+            "color, translation, cutout",
+        ],
+    );
+    assert_error(
+        "[train]\naugment = \"diffaugment\"\naugment_policy = \"\"\n",
+        &[],
+        &["train.augment_policy", "at least one transform"],
+    );
+    assert_error(
+        "[train]\naugment = \"random\"\n",
+        &[],
+        &["train.augment", "unknown variant"],
+    );
+}

@@ -54,7 +54,7 @@ fn every_generated_chunk_is_a_full_batch_and_the_first_n_samples_are_scored() {
     let scores = evaluate(
         &LocalComm,
         &net,
-        &reference(),
+        &reference().into(),
         &generate,
         10,
         Z_DIM,

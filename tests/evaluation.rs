@@ -8,7 +8,7 @@ use sagan::config::EvalConfig;
 use sagan::data::dataset::{fashion_mnist, to_signed_unit};
 use sagan::distributed::LocalComm;
 use sagan::metrics::classifier::Classifier;
-use sagan::metrics::eval::{evaluate, FeatureNet};
+use sagan::metrics::eval::{evaluate, FeatureNet, Reference};
 use sagan::metrics::real_data;
 use sagan::metrics::{FeatureStats, FidStats};
 use tch::{Device, Kind, Tensor};
@@ -88,10 +88,10 @@ fn class_accuracy_compares_each_sample_with_the_class_it_was_generated_for() {
         batch: 64,
         ..EvalConfig::default()
     };
-    let reference = FidStats {
+    let reference = Reference::from(FidStats {
         mu: Tensor::zeros([128], (Kind::Double, Device::Cpu)),
         sigma: Tensor::eye(128, (Kind::Double, Device::Cpu)),
-    };
+    });
     let score = |shift: i64| {
         evaluate(
             &LocalComm,
@@ -169,6 +169,16 @@ fn parse_eval(text: &str) -> (f64, f64) {
     (at("FID_fmnist_classifier"), at("IS_fmnist_classifier"))
 }
 
+/// The value after `metric` on `sagan eval`'s line.
+fn metric_in(text: &str, metric: &str) -> f64 {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let at = words
+        .iter()
+        .position(|w| *w == metric)
+        .unwrap_or_else(|| panic!("no {metric} in {text}"));
+    words[at + 1].parse().unwrap()
+}
+
 #[test]
 fn fid_and_is_on_two_ranks_equal_the_single_rank_numbers() {
     let dir = tempfile::tempdir().unwrap();
@@ -211,6 +221,10 @@ fn fid_and_is_on_two_ranks_equal_the_single_rank_numbers() {
             format!("eval.reference_stats={}", d.join(stats).display()),
             "eval.num_samples=1100".into(),
             "eval.batch=100".into(),
+            "eval.kid=true".into(),
+            "eval.kid_subsets=10".into(),
+            "eval.kid_subset_size=500".into(),
+            "eval.precision_recall=true".into(),
         ]);
         e
     };
@@ -250,6 +264,18 @@ fn fid_and_is_on_two_ranks_equal_the_single_rank_numbers() {
         "FID {fid1} (1 rank) vs {fid2} (2 ranks)"
     );
     assert!((is1 - is2).abs() <= 1e-9, "IS {is1} vs {is2}");
+    // KID and precision/recall see every rank's features, gathered in sample order.
+    for metric in [
+        "KID_fmnist_classifier",
+        "precision_fmnist_classifier",
+        "recall_fmnist_classifier",
+    ] {
+        let (v1, v2) = (metric_in(&one, metric), metric_in(&two, metric));
+        assert!(
+            (v1 - v2).abs() <= 1e-9 * v1.abs().max(1.0),
+            "{metric} {v1} vs {v2}"
+        );
+    }
     // The reference statistics computed by one and by two ranks agree too.
     let cmp = ok(&Command::new(bin())
         .args([
@@ -282,6 +308,8 @@ fn a_short_two_rank_run_lowers_the_fid_and_learns_the_classes() {
         ),
         "eval.num_samples=2000".into(),
         "eval.every=0".into(),
+        "eval.kid=true".into(),
+        "eval.precision_recall=true".into(),
     ]);
     let text = ok(&mpirun(2)
         .arg(bin())
@@ -311,6 +339,18 @@ fn a_short_two_rank_run_lowers_the_fid_and_learns_the_classes() {
         acc0 < 0.2 && acc >= 0.25,
         "class accuracy {acc0} -> {acc} (chance: 0.1)\n{text}"
     );
+    // KID falls and precision (realism) and recall (coverage) rise with the training.
+    let kid = |when: &str| score(when, "KID_fmnist_classifier");
+    assert!(
+        kid("scores_end") < 0.8 * kid("scores_start"),
+        "KID {} -> {}\n{text}",
+        kid("scores_start"),
+        kid("scores_end")
+    );
+    for metric in ["precision_fmnist_classifier", "recall_fmnist_classifier"] {
+        let (a, b) = (score("scores_start", metric), score("scores_end", metric));
+        assert!(b > a, "{metric} {a} -> {b}\n{text}");
+    }
     // The references were scored once, from the real test split.
     assert!(
         summary["real_data"]["class_accuracy"].as_f64().unwrap() > 0.9,

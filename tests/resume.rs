@@ -38,12 +38,16 @@ fn assert_bitwise_equal(a: &Path, b: &Path) {
     }
 }
 
-#[test]
-fn stop_and_resume_equals_the_uninterrupted_run_bitwise() {
-    let dir = tempfile::tempdir().unwrap();
+/// 20 steps straight and 10 + 10 with a resume between give bitwise the same weights, Adam state
+/// and logs, with `extra` settings; returns the straight run's directory (inside `dir`).
+fn check_stop_and_resume(dir: &Path, extra: &[&str]) -> std::path::PathBuf {
     // Both runs use the same output.dir, so even the config in the files' metadata is the same.
-    let (split, straight) = (dir.path().join("run"), dir.path().join("straight"));
-    let every = ["train.checkpoint_every=10", "train.log_every=1"];
+    let (split, straight) = (dir.join("run"), dir.join("straight"));
+    let every = [
+        &["train.checkpoint_every=10", "train.log_every=1"][..],
+        extra,
+    ]
+    .concat();
     ok(&train(2, &with(small(&split, 20), &every)).output().unwrap());
     std::fs::rename(&split, &straight).unwrap();
     ok(&train(2, &with(small(&split, 10), &every)).output().unwrap());
@@ -70,6 +74,28 @@ fn stop_and_resume_equals_the_uninterrupted_run_bitwise() {
         assert!(a == b, "final {f} files differ");
     }
     assert_eq!(logged_steps(&split), (1..=20).collect::<Vec<_>>());
+    straight
+}
+
+#[test]
+fn stop_and_resume_equals_the_uninterrupted_run_bitwise() {
+    let dir = tempfile::tempdir().unwrap();
+    check_stop_and_resume(dir.path(), &[]);
+}
+
+/// DiffAugment draws from (seed, step, phase) alone: resume stays exact with it on, and it does
+/// change what D sees (the weights differ from the run without it).
+#[test]
+fn stop_and_resume_is_exact_with_diffaugment_on() {
+    let (with_aug, without) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = check_stop_and_resume(with_aug.path(), &["train.augment=diffaugment"]);
+    let b = without.path().join("plain");
+    let every = ["train.checkpoint_every=10", "train.log_every=1"];
+    ok(&train(2, &with(small(&b, 20), &every)).output().unwrap());
+    // Tensors, not bytes: the files' metadata holds output.dir, which differs anyway.
+    let g = |run: &Path| tensors(&run.join("G.safetensors"));
+    let differ = g(&a).iter().zip(&g(&b)).any(|((_, x), (_, y))| !x.equal(y));
+    assert!(differ, "DiffAugment left the training unchanged");
 }
 
 #[test]

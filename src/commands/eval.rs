@@ -1,4 +1,5 @@
-//! `sagan eval`: FID, IS and class accuracy of a checkpoint's generator, on every rank of the job.
+//! `sagan eval`: FID, IS, class accuracy (and KID, precision/recall when asked) of a checkpoint's
+//! generator, on every rank of the job.
 use crate::cli::EvalArgs;
 use crate::distributed::job;
 use crate::error::Result;
@@ -14,8 +15,13 @@ pub fn run(args: EvalArgs) -> Result<u8> {
             .class_accuracy
             .map(|a| format!("  class accuracy {:.4}%", 100.0 * a))
             .unwrap_or_default();
+        let extra_part: String = s
+            .real_sample_metrics(l)
+            .iter()
+            .map(|(name, v)| format!("  {name} {v:.9}"))
+            .collect();
         println!(
-            "{}: FID_{l} {:.9}  IS_{l} {:.9} ± {:.9}{class_part}  ({} samples, {:.1} s)",
+            "{}: FID_{l} {:.9}  IS_{l} {:.9} ± {:.9}{class_part}{extra_part}  ({} samples, {:.1} s)",
             args.checkpoint.display(),
             s.fid,
             s.is_mean,

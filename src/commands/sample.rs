@@ -4,18 +4,21 @@
 //!
 //! Samples are drawn as everywhere else in sagan: with batch statistics in the batch norms, all
 //! images in one forward pass, W / sigma from the stored spectral-norm vectors (no power
-//! iteration). The noise is `inputs::grid_inputs`'s for the seed. `--tensors` writes z, y and the
-//! images so that another implementation (examples/load_g_ema.py) can be checked against these.
+//! iteration). The noise is `inputs::grid_inputs`'s for the seed (truncated with `--truncation`),
+//! or an interpolation's (`--interpolate`). `--tensors` writes z, y and the images so that another
+//! implementation (examples/load_g_ema.py) can be checked against these; `--npz` writes the
+//! images for external evaluators.
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use tch::{Device, Tensor};
 
 use crate::checkpoint::weights;
-use crate::cli::SampleArgs;
+use crate::cli::{Interpolate, SampleArgs};
 use crate::config::Config;
 use crate::data::class_names;
 use crate::error::{Error, IoContext, Result};
+use crate::metrics::npz;
 use crate::model::inputs;
 use crate::model::{self, BnMode, Generator, SnMode};
 use crate::output::{grid, png};
@@ -31,6 +34,9 @@ pub struct Request<'a> {
     pub classes: &'a [i64],
     pub per_class: i64,
     pub seed: u64,
+    pub truncation: Option<f64>,
+    pub interpolate: Option<Interpolate>,
+    pub npz: Option<&'a Path>,
 }
 
 /// What was drawn.
@@ -141,7 +147,6 @@ fn write_each(
     Ok(())
 }
 
-/// Draws the grid (and the tensors) the request asks for.
 /// Draws the grid (and what the options add) on the CPU and says where it went.
 pub fn run(args: SampleArgs) -> Result<u8> {
     let request = Request {
@@ -152,6 +157,9 @@ pub fn run(args: SampleArgs) -> Result<u8> {
         classes: &args.classes,
         per_class: args.per_class,
         seed: args.seed,
+        truncation: args.truncation,
+        interpolate: args.interpolate,
+        npz: args.npz.as_deref(),
     };
     let drawn = draw(&request, Device::Cpu)?;
     println!(
@@ -166,16 +174,18 @@ pub fn run(args: SampleArgs) -> Result<u8> {
     if let Some(dir) = &args.images {
         println!("  and each sample as a PNG in {}", dir.display());
     }
+    if let Some(file) = &args.npz {
+        println!(
+            "  and the images as uint8 NHWC in {} (arr_0)",
+            file.display()
+        );
+    }
     Ok(0)
 }
 
+/// Draws the grid (and the files) the request asks for.
 pub fn draw(r: &Request, device: Device) -> Result<Drawn> {
-    if r.per_class <= 0 {
-        return Err(Error::Model(format!(
-            "--per-class must be > 0, got {}",
-            r.per_class
-        )));
-    }
+    check(r)?;
     let Loaded {
         g,
         cfg,
@@ -183,10 +193,15 @@ pub fn draw(r: &Request, device: Device) -> Result<Drawn> {
         step,
     } = load_generator(r.weights, device)?;
     let classes = classes(r.classes, &cfg)?;
-    let (z, y) = inputs::grid_inputs(&classes, r.per_class, cfg.model.z_dim, r.seed, device);
+    let (z, y) = inputs_for(r, &classes, &cfg, device);
     let images = tch::no_grad(|| g.forward(&z, &y, BnMode::Batch));
     let rows = classes.len();
-    let names = class_names::row_labels(cfg.data.dataset, cfg.model.num_classes, &classes);
+    let mut names = class_names::row_labels(cfg.data.dataset, cfg.model.num_classes, &classes);
+    if r.interpolate == Some(Interpolate::Class) {
+        names = (0..rows)
+            .map(|i| format!("{} > {}", names[i], names[(i + 1) % rows]))
+            .collect();
+    }
     let grid = grid::labelled(&grid::grid(&images, rows as i64), &names);
     png::save_png(&grid, r.png)?;
     if let Some(dir) = r.images {
@@ -209,9 +224,66 @@ pub fn draw(r: &Request, device: Device) -> Result<Drawn> {
         ]);
         weights::write(path, &tensors, &meta)?;
     }
+    if let Some(path) = r.npz {
+        write_npz(path, &images, (y.dim() == 1).then_some(&y))?;
+    }
     Ok(Drawn {
         network,
         step,
         rows,
     })
+}
+
+fn check(r: &Request) -> Result<()> {
+    let least = if r.interpolate.is_some() { 2 } else { 1 };
+    if r.per_class < least {
+        return Err(Error::Model(format!(
+            "--per-class must be >= {least}{}, got {}",
+            if least == 2 {
+                " (the steps of an interpolation)"
+            } else {
+                ""
+            },
+            r.per_class
+        )));
+    }
+    if let Some(t) = r.truncation {
+        if !(t.is_finite() && t > 0.0) {
+            return Err(Error::Model(format!(
+                "--truncation must be a number > 0 (values of |z| above it are drawn again), got {t}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The noise and classes (indices, or class weights for a class interpolation) of the request.
+fn inputs_for(r: &Request, classes: &[i64], cfg: &Config, device: Device) -> (Tensor, Tensor) {
+    let (steps, z_dim, t) = (r.per_class, cfg.model.z_dim, r.truncation);
+    match r.interpolate {
+        None => inputs::grid_inputs_truncated(classes, steps, z_dim, r.seed, t, device),
+        Some(Interpolate::Z) => {
+            inputs::noise_interpolation(classes, steps, z_dim, r.seed, t, device)
+        }
+        Some(Interpolate::Class) => {
+            let n = cfg.model.num_classes;
+            inputs::class_interpolation(classes, n, steps, z_dim, r.seed, t, device)
+        }
+    }
+}
+
+/// The images as uint8 `[N, H, W, C]` (`arr_0`), and the class of each (`labels`) when given.
+fn write_npz(path: &Path, images: &Tensor, labels: Option<&Tensor>) -> Result<()> {
+    let nhwc = crate::metrics::eval::quantise(images)
+        .permute([0, 2, 3, 1])
+        .contiguous()
+        .to_device(Device::Cpu);
+    let shape: Vec<usize> = nhwc.size().iter().map(|&d| d as usize).collect();
+    let bytes = Vec::<u8>::try_from(&nhwc.view([-1])).expect("uint8 images");
+    let mut members = vec![("arr_0.npy", npz::encode_npy_u8_shaped(&shape, &bytes))];
+    if let Some(y) = labels {
+        let y = Vec::<i64>::try_from(&y.to_device(Device::Cpu)).expect("int64 labels");
+        members.push(("labels.npy", npz::encode_npy_i64(&y)));
+    }
+    npz::write_npz(path, &members)
 }

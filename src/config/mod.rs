@@ -103,7 +103,24 @@ pub struct TrainConfig {
     pub host_memory: HostMemory,
     /// Mixed precision for the step's forwards (see `crate::host::autocast`).
     pub autocast: Autocast,
+    /// Differentiable augmentation of every image D sees (see `crate::model::diff_augment`).
+    pub augment: Augment,
+    /// DiffAugment's transforms, comma-separated, applied in order (names in `AUGMENT_OPS`).
+    pub augment_policy: String,
 }
+
+/// Augmentation of D's inputs.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Augment {
+    None,
+    /// DiffAugment (Zhao et al. 2020) with `train.augment_policy`, on real and generated images
+    /// in D's and G's steps.
+    Diffaugment,
+}
+
+/// The transforms `train.augment_policy` may name.
+pub const AUGMENT_OPS: [&str; 3] = ["color", "translation", "cutout"];
 
 /// The training step's forwards under libtorch's autocast, or in fp32.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -239,6 +256,16 @@ pub struct EvalConfig {
     /// path: used if its recorded provenance matches this run, refused if not; a pytorch-fid file
     /// without provenance is used with a warning; computed and written there when missing.
     pub reference_stats: PathBuf,
+    /// Kernel Inception Distance beside FID (torch-fidelity's definition, on the FID features).
+    pub kid: bool,
+    /// KID's random subsets (its mean and standard deviation are over them).
+    pub kid_subsets: i64,
+    /// Generated and real samples per KID subset; at most eval.num_samples.
+    pub kid_subset_size: i64,
+    /// Improved precision and recall (Kynkaanniemi et al. 2019) beside FID, on the FID features.
+    pub precision_recall: bool,
+    /// The k of precision/recall's k-nearest-neighbour balls.
+    pub pr_k: i64,
 }
 
 impl Default for EvalConfig {
@@ -253,6 +280,11 @@ impl Default for EvalConfig {
             feature_net: FeatureNetKind::FmnistClassifier,
             weights: PathBuf::from(".cache/fmnist_classifier.safetensors"),
             reference_stats: PathBuf::new(),
+            kid: false,
+            kid_subsets: 100,
+            kid_subset_size: 1000,
+            precision_recall: false,
+            pr_k: 3,
         }
     }
 }
@@ -324,6 +356,8 @@ impl Default for TrainConfig {
             keep_checkpoints: 3,
             host_memory: HostMemory::Tcmalloc,
             autocast: Autocast::Off,
+            augment: Augment::None,
+            augment_policy: "color,translation,cutout".into(),
         }
     }
 }

@@ -30,6 +30,7 @@ impl Config {
     pub fn validate(&self) -> std::result::Result<(), Invalid> {
         self.validate_counts()?;
         self.validate_rates()?;
+        self.validate_augment()?;
         self.validate_architecture()
     }
 
@@ -75,6 +76,7 @@ impl Config {
                     ),
                 ));
             }
+            self.validate_kid_and_pr()?;
         }
         let non_negative_i = [
             ("eval.every", self.eval.every),
@@ -93,6 +95,65 @@ impl Config {
                     format!("key `{key}` must be >= 0, got {v}"),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    fn validate_augment(&self) -> std::result::Result<(), Invalid> {
+        let policy = &self.train.augment_policy;
+        let names: Vec<&str> = policy
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if let Some(bad) = names.iter().find(|n| !super::AUGMENT_OPS.contains(n)) {
+            return Err(invalid(
+                &["train.augment_policy"],
+                format!(
+                    "key `train.augment_policy` names an unknown transform \"{bad}\"; the \
+                     transforms are {} (comma-separated)",
+                    super::AUGMENT_OPS.join(", ")
+                ),
+            ));
+        }
+        if self.train.augment == super::Augment::Diffaugment && names.is_empty() {
+            return Err(invalid(
+                &["train.augment_policy", "train.augment"],
+                "train.augment = \"diffaugment\" needs at least one transform in \
+                 `train.augment_policy`"
+                    .to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// KID's subsets come out of the generated samples, and a k-NN ball needs k other samples.
+    fn validate_kid_and_pr(&self) -> std::result::Result<(), Invalid> {
+        let e = &self.eval;
+        if e.kid && e.kid_subsets < 1 {
+            return Err(invalid(
+                &["eval.kid_subsets"],
+                format!("key `eval.kid_subsets` must be > 0, got {}", e.kid_subsets),
+            ));
+        }
+        if e.kid && !(2..=e.num_samples).contains(&e.kid_subset_size) {
+            return Err(invalid(
+                &["eval.kid_subset_size", "eval.num_samples"],
+                format!(
+                    "key `eval.kid_subset_size` must be from 2 to eval.num_samples ({}), got {}",
+                    e.num_samples, e.kid_subset_size
+                ),
+            ));
+        }
+        if e.precision_recall && !(1..e.num_samples).contains(&e.pr_k) {
+            return Err(invalid(
+                &["eval.pr_k", "eval.num_samples"],
+                format!(
+                    "key `eval.pr_k` must be from 1 to eval.num_samples - 1 ({}), got {}",
+                    e.num_samples - 1,
+                    e.pr_k
+                ),
+            ));
         }
         Ok(())
     }

@@ -205,8 +205,8 @@ impl Dataset {
         }
     }
 
-    /// Images scaled to [-1, 1] (float) and labels for the given indices, on `device`; no flips.
-    pub fn batch(&self, indices: &[i64], device: Device) -> Result<(Tensor, Tensor)> {
+    /// The images at `indices` as a uint8 `[n, C, H, W]` CPU tensor.
+    pub fn images_at(&self, indices: &[i64]) -> Result<Tensor> {
         let b = self.image_bytes();
         let mut buf = vec![0u8; indices.len() * b];
         for (&i, slot) in indices.iter().zip(buf.chunks_exact_mut(b)) {
@@ -218,7 +218,12 @@ impl Dataset {
             self.resolution,
             self.resolution,
         ];
-        let x = to_signed_unit(&Tensor::from_slice(&buf).view(shape).to_device(device));
+        Ok(Tensor::from_slice(&buf).view(shape))
+    }
+
+    /// Images scaled to [-1, 1] (float) and labels for the given indices, on `device`; no flips.
+    pub fn batch(&self, indices: &[i64], device: Device) -> Result<(Tensor, Tensor)> {
+        let x = to_signed_unit(&self.images_at(indices)?.to_device(device));
         let y: Vec<i64> = indices.iter().map(|&i| self.labels[i as usize]).collect();
         Ok((x, Tensor::from_slice(&y).to_device(device)))
     }

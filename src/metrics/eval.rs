@@ -26,7 +26,11 @@ use super::classifier;
 use super::features::reduce_stats;
 pub use super::features::{dataset_stats, label, FeatureNet};
 use super::fid::{FeatureStats, FidStats};
+use super::gathered_rows;
 use super::inception_score::{inception_score, Order, DEFAULT_SEED, DEFAULT_SPLITS};
+use super::kernel_distance::{self, kid};
+use super::precision_recall::precision_recall;
+use super::real_features::{self, RealFeatures};
 use super::reference;
 use crate::config::{Config, DatasetKind, EvalConfig, FeatureNetKind};
 use crate::data::Dataset;
@@ -151,6 +155,60 @@ pub struct Scores {
     /// only where its classes are the dataset's (the Fashion-MNIST classifier).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class_accuracy: Option<f64>,
+    /// KID's mean and standard deviation over its subsets, with `eval.kid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid_mean: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid_std: Option<f64>,
+    /// Improved precision and recall, with `eval.precision_recall`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recall: Option<f64>,
+}
+
+impl Scores {
+    /// KID and precision/recall, those computed, named for the feature network (`label`) as
+    /// FID and IS are: `KID_<label>`, `KID_<label>_std`, `precision_<label>`, `recall_<label>`.
+    pub fn real_sample_metrics(&self, label: &str) -> Vec<(String, f64)> {
+        [
+            ("KID", "", self.kid_mean),
+            ("KID", "_std", self.kid_std),
+            ("precision", "", self.precision),
+            ("recall", "", self.recall),
+        ]
+        .into_iter()
+        .filter_map(|(name, suffix, v)| v.map(|v| (format!("{name}_{label}{suffix}"), v)))
+        .collect()
+    }
+}
+
+/// What generated samples are scored against: the training set's FID statistics, and on rank 0
+/// the real sample's features when KID or precision/recall are on (`real_features`).
+pub struct Reference {
+    pub fid: FidStats,
+    pub real: Option<RealFeatures>,
+}
+
+impl From<FidStats> for Reference {
+    fn from(fid: FidStats) -> Self {
+        Self { fid, real: None }
+    }
+}
+
+/// The FID reference statistics (`reference_stats`) and, when `cfg` asks for KID or
+/// precision/recall, the real sample's features. Collective.
+pub fn reference(
+    comm: &dyn Comm,
+    cfg: &EvalConfig,
+    net: &FeatureNet,
+    data: &Dataset,
+    device: Device,
+) -> Result<Reference> {
+    Ok(Reference {
+        fid: reference_stats(comm, cfg, net, data, device)?,
+        real: real_features::compute(comm, cfg, net, data, device)?,
+    })
 }
 
 /// Loads the reference statistics, or computes them from `data` and writes them (rank 0), after
@@ -172,65 +230,6 @@ pub fn chunk_plan(n: i64, batch: i64) -> Vec<(i64, i64)> {
     (0..chunks).map(|k| (k, batch.min(n - k * batch))).collect()
 }
 
-/// One chunk's logits as a gather record: chunk index, sample count, logit width (u64 each), then
-/// the f32 logits.
-fn logits_record(k: i64, logits: &Tensor) -> Vec<u8> {
-    let logits = logits
-        .to_kind(Kind::Float)
-        .to_device(Device::Cpu)
-        .contiguous();
-    let (rows, width) = logits.size2().expect("[n, classes] logits");
-    let mut out: Vec<u8> = [k, rows, width]
-        .iter()
-        .flat_map(|&w| (w as u64).to_le_bytes())
-        .collect();
-    out.extend(
-        Vec::<f32>::try_from(&logits.view([-1]))
-            .expect("f32")
-            .iter()
-            .flat_map(|v| v.to_le_bytes()),
-    );
-    out
-}
-
-/// The gathered records as one `[n, classes]` float64 tensor in chunk order.
-fn logits_from_records(gathered: &[Vec<u8>], n: i64) -> Result<Tensor> {
-    let malformed = |r: usize| Error::Dist(format!("malformed logits record from rank {r}"));
-    let mut chunks_by_index = Vec::new();
-    for (r, bytes) in gathered.iter().enumerate() {
-        let mut at = 0;
-        while at < bytes.len() {
-            let word = |i: usize| -> Result<i64> {
-                let b = bytes.get(at + 8 * i..at + 8 * i + 8).ok_or(malformed(r))?;
-                Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")) as i64)
-            };
-            let (k, size, width) = (word(0)?, word(1)?, word(2)?);
-            at += 24;
-            let len = (size * width * 4) as usize;
-            let values: Vec<f32> = bytes
-                .get(at..at + len)
-                .ok_or(malformed(r))?
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-                .collect();
-            chunks_by_index.push((k, width, values));
-            at += len;
-        }
-    }
-    chunks_by_index.sort_by_key(|c| c.0);
-    let classes = chunks_by_index.first().map(|c| c.1).unwrap_or(0);
-    let all: Vec<f32> = chunks_by_index.into_iter().flat_map(|c| c.2).collect();
-    if all.len() as i64 != n * classes {
-        return Err(Error::Dist(format!(
-            "gathered {} logits for {n} samples of width {classes}",
-            all.len()
-        )));
-    }
-    Ok(Tensor::from_slice(&all)
-        .view([n, classes])
-        .to_kind(Kind::Double))
-}
-
 /// Generates `num_samples` class-balanced samples with `generate` (z, y) -> images in [-1, 1],
 /// spread over the ranks in full chunks of `eval.batch` (see the module docs), and scores them
 /// against `reference`. Returns the scores on rank 0, None elsewhere.
@@ -238,7 +237,7 @@ fn logits_from_records(gathered: &[Vec<u8>], n: i64) -> Result<Tensor> {
 pub fn evaluate(
     comm: &dyn Comm,
     net: &FeatureNet,
-    reference: &FidStats,
+    reference: &Reference,
     generate: &dyn Fn(&Tensor, &Tensor) -> Tensor,
     num_classes: i64,
     z_dim: i64,
@@ -257,6 +256,7 @@ pub fn evaluate(
     }
     let mut stats = FeatureStats::new(net.dim(), device);
     let mut my_logits: Vec<u8> = Vec::new();
+    let mut my_features: Vec<u8> = Vec::new();
     for (k, keep) in chunk_plan(n, batch)
         .into_iter()
         .skip(comm.rank())
@@ -268,28 +268,80 @@ pub fn evaluate(
         let pixels = quantise(&generate(&z, &y)).narrow(0, 0, keep);
         let (f, logits) = net.features(&pixels);
         stats.add(&f)?;
-        my_logits.extend(logits_record(k, &logits));
+        my_logits.extend(gathered_rows::record(k, &logits));
+        if real_features::wanted(cfg) {
+            my_features.extend(gathered_rows::record(k, &f));
+        }
     }
     let total = reduce_stats(comm, &stats)?;
-    let Some(gathered) = comm.gather_bytes(&my_logits, 0)? else {
+    let gathered_logits = comm.gather_bytes(&my_logits, 0)?;
+    let gathered_features = match real_features::wanted(cfg) {
+        true => comm.gather_bytes(&my_features, 0)?,
+        false => None,
+    };
+    let Some(gathered) = gathered_logits else {
         return Ok(None);
     };
-    let fid = total.finish()?.frechet_distance(reference)?;
-    let logits = logits_from_records(&gathered, n)?;
+    let fid = total.finish()?.frechet_distance(&reference.fid)?;
+    let logits = gathered_rows::assemble(&gathered, n, "logits")?;
     let is = inception_score(&logits, DEFAULT_SPLITS, Order::NumpyShuffle(DEFAULT_SEED))?;
     // Sample i was generated for class i mod num_classes (see the labels above).
     let class_accuracy = net.classifies(num_classes).then(|| {
         let asked = Tensor::arange(n, (Kind::Int64, logits.device())).remainder(num_classes);
         accuracy(&logits, &asked)
     });
-    Ok(Some(Scores {
+    let mut scores = Scores {
         fid,
         is_mean: is.mean,
         is_std: is.std,
         samples: n,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds: 0.0,
         class_accuracy,
-    }))
+        kid_mean: None,
+        kid_std: None,
+        precision: None,
+        recall: None,
+    };
+    if let Some(gathered) = gathered_features {
+        let features = gathered_rows::assemble(&gathered, n, "feature")?;
+        against_real_features(&mut scores, cfg, &features, reference.real.as_ref())?;
+    }
+    scores.seconds = started.elapsed().as_secs_f64();
+    Ok(Some(scores))
+}
+
+/// KID and precision/recall of the generated `features` against the real sample, as `cfg` asks.
+fn against_real_features(
+    scores: &mut Scores,
+    cfg: &EvalConfig,
+    features: &Tensor,
+    real: Option<&RealFeatures>,
+) -> Result<()> {
+    let Some(real) = real else {
+        return Err(Error::Eval(
+            "eval.kid or eval.precision_recall is on, but no real features were computed for \
+             this evaluation"
+                .into(),
+        ));
+    };
+    let features = features.to_device(real.features.device());
+    if cfg.kid {
+        let k = kid(
+            &features,
+            &real.features,
+            cfg.kid_subsets,
+            cfg.kid_subset_size,
+            kernel_distance::DEFAULT_SEED,
+        )?;
+        scores.kid_mean = Some(k.mean);
+        scores.kid_std = Some(k.std);
+    }
+    if let Some(manifold) = &real.manifold {
+        let pr = precision_recall(&features, manifold, cfg.pr_k)?;
+        scores.precision = Some(pr.precision);
+        scores.recall = Some(pr.recall);
+    }
+    Ok(())
 }
 
 /// The share of rows of `logits` whose largest entry is at `labels`.
@@ -321,7 +373,7 @@ pub fn evaluate_checkpoint(
     check_fits(cfg)?;
     let net = FeatureNet::load(&cfg.eval, device)?;
     let data = Dataset::load(&cfg.data, &cfg.model, comm)?;
-    let reference = reference_stats(comm, &cfg.eval, &net, &data, device)?;
+    let reference = reference(comm, &cfg.eval, &net, &data, device)?;
     let generate =
         |z: &Tensor, y: &Tensor| tch::no_grad(|| g.forward(z, y, crate::model::BnMode::Batch));
     evaluate(

@@ -53,7 +53,23 @@ pub fn encode_npy_f64(shape: &[usize], data: &[f64]) -> Vec<u8> {
 
 /// A `.npy` v1.0 file for a one-dimensional uint8 array.
 pub fn encode_npy_u8(data: &[u8]) -> Vec<u8> {
-    encode_npy("|u1", &[data.len()], data)
+    encode_npy_u8_shaped(&[data.len()], data)
+}
+
+/// A `.npy` v1.0 file for a C-ordered uint8 array of `shape` (images, for external evaluators).
+pub fn encode_npy_u8_shaped(shape: &[usize], data: &[u8]) -> Vec<u8> {
+    assert_eq!(
+        shape.iter().product::<usize>(),
+        data.len(),
+        "npy shape and data disagree"
+    );
+    encode_npy("|u1", shape, data)
+}
+
+/// A `.npy` v1.0 file for a one-dimensional little-endian int64 array.
+pub fn encode_npy_i64(data: &[i64]) -> Vec<u8> {
+    let payload: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    encode_npy("<i8", &[data.len()], &payload)
 }
 
 /// A `.npy` v1.0 file: header for `descr` and `shape` (C order), then `payload` as is.
@@ -270,12 +286,18 @@ pub fn save_fid_stats_with_provenance(
     if let Some(text) = provenance {
         members.push(("provenance.npy", encode_npy_u8(text.as_bytes())));
     }
+    write_npz(path, &members)
+}
+
+/// Writes `members` (name with `.npy`, encoded array) as an uncompressed `.npz`, through a
+/// temporary file and a rename, so a crash never leaves a torn file at `path`.
+pub fn write_npz(path: &Path, members: &[(&str, Vec<u8>)]) -> Result<()> {
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".tmp");
     let tmp: PathBuf = path.with_file_name(tmp_name);
     let zip_error = |e: zip::result::ZipError| data_error(&tmp, format!("writing the zip: {e}"));
     let mut zip = ZipWriter::new(BufWriter::new(File::create(&tmp).at(&tmp)?));
-    for (name, bytes) in &members {
+    for (name, bytes) in members {
         let options = SimpleFileOptions::default()
             .compression_method(CompressionMethod::Stored)
             .large_file(bytes.len() as u64 >= u64::from(u32::MAX));

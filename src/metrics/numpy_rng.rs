@@ -1,4 +1,5 @@
-//! `numpy.random.RandomState(seed).permutation(n)`, bit for bit.
+//! `numpy.random.RandomState(seed).permutation(n)` (and so `choice(n, m, replace=False)`), bit for
+//! bit.
 //!
 //! torch-fidelity (0.4.0, `metric_isc.isc_features_to_metric`) shuffles the logits with exactly this
 //! call before splitting them, with `rng_seed = 2020` by default. Reproducing it makes our Inception
@@ -83,15 +84,24 @@ impl Mt19937 {
     }
 }
 
-/// `numpy.random.RandomState(seed).permutation(n)`: Fisher-Yates from the back over `0..n`.
-pub fn legacy_permutation(seed: u32, n: usize) -> Vec<i64> {
-    let mut rng = Mt19937::new(seed);
-    let mut perm: Vec<i64> = (0..n as i64).collect();
-    for i in (1..n).rev() {
-        let j = rng.interval(i as u64) as usize;
-        perm.swap(i, j);
+impl Mt19937 {
+    /// The next `RandomState.permutation(n)` of this stream: Fisher-Yates from the back over
+    /// `0..n`. `RandomState.choice(n, m, replace=False)` is its first `m` entries (numpy's
+    /// legacy `choice` without `p` calls exactly this), which is how torch-fidelity draws KID's
+    /// subsets.
+    pub fn permutation(&mut self, n: usize) -> Vec<i64> {
+        let mut perm: Vec<i64> = (0..n as i64).collect();
+        for i in (1..n).rev() {
+            let j = self.interval(i as u64) as usize;
+            perm.swap(i, j);
+        }
+        perm
     }
-    perm
+}
+
+/// `numpy.random.RandomState(seed).permutation(n)`.
+pub fn legacy_permutation(seed: u32, n: usize) -> Vec<i64> {
+    Mt19937::new(seed).permutation(n)
 }
 
 #[cfg(test)]

@@ -68,10 +68,17 @@ impl ConditionalBatchNorm {
         }
     }
 
+    /// `y`: class indices (int64 `[N]`), or class weights (float `[N, classes]`, rows summing to
+    /// 1) whose mixture of the classes' gamma and beta interpolates between classes (`sagan
+    /// sample --interpolate class`); one-hot weights give exactly the indexed parameters.
     pub fn forward(&self, x: &Tensor, y: &Tensor, mode: BnMode) -> Tensor {
         let c = self.gamma.size()[1];
-        let g = self.gamma.index_select(0, y).view([-1, c, 1, 1]);
-        let b = self.beta.index_select(0, y).view([-1, c, 1, 1]);
+        let pick = |p: &Tensor| match y.dim() {
+            1 => p.index_select(0, y),
+            _ => y.to_kind(p.kind()).mm(p),
+        };
+        let g = pick(&self.gamma).view([-1, c, 1, 1]);
+        let b = pick(&self.beta).view([-1, c, 1, 1]);
         self.bn.normalise(x, mode) * g + b
     }
 }
@@ -101,6 +108,32 @@ mod tests {
     use super::*;
     use crate::config::Autocast;
     use tch::{Device, Kind};
+
+    /// One-hot class weights select exactly the classes' parameters; a half-half mixture is the
+    /// mean of two classes' outputs (the layer is affine in gamma and beta).
+    #[test]
+    fn class_weights_mix_the_class_parameters() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut cbn = ConditionalBatchNorm::new(vs.root() / "cbn", 3, 4, 1e-5, 0.1);
+        tch::no_grad(|| {
+            cbn.gamma
+                .copy_(&Tensor::randn([4, 3], (Kind::Float, Device::Cpu)));
+            cbn.beta
+                .copy_(&Tensor::randn([4, 3], (Kind::Float, Device::Cpu)));
+        });
+        let x = Tensor::randn([2, 3, 4, 4], (Kind::Float, Device::Cpu));
+        let at = |classes: &[i64]| cbn.forward(&x, &Tensor::from_slice(classes), BnMode::Batch);
+        let one_hot = Tensor::from_slice(&[0i64, 2])
+            .one_hot(4)
+            .to_kind(Kind::Float);
+        assert!(cbn
+            .forward(&x, &one_hot, BnMode::Batch)
+            .allclose(&at(&[0, 2]), 1e-6, 1e-6, false));
+        let half = Tensor::from_slice(&[0.5f32, 0.0, 0.0, 0.5, 0.5, 0.0, 0.0, 0.5]).view([2, 4]);
+        let mixed = cbn.forward(&x, &half, BnMode::Batch);
+        let mean = (at(&[0, 0]) + at(&[3, 3])) / 2.0;
+        assert!(mixed.allclose(&mean, 1e-5, 1e-5, false));
+    }
 
     /// Activations that arrive in bf16 (autocast) are normalised in fp32, and the running
     /// statistics are those of the same values in fp32.

@@ -2,6 +2,7 @@
 pub mod attention;
 pub mod batch_norm;
 pub mod blocks;
+pub mod diff_augment;
 pub mod discriminator;
 pub mod generator;
 pub mod inputs;

@@ -119,14 +119,24 @@ impl Reporter {
             .class_accuracy
             .map(|a| format!("  class accuracy {:.1}%", 100.0 * a))
             .unwrap_or_default();
+        let extra = sc.real_sample_metrics(label);
+        let extra_part: String = extra
+            .iter()
+            .filter(|(name, _)| !name.ends_with("_std"))
+            .map(|(name, v)| format!("  {name} {v:.4}"))
+            .collect();
         println!(
-            "eval step {step} {network}: FID_{label} {:.3}  IS_{label} {:.3} ± {:.3}{class_part}  ({} samples, {:.1} s)",
+            "eval step {step} {network}: FID_{label} {:.3}  IS_{label} {:.3} ± {:.3}{class_part}{extra_part}  ({} samples, {:.1} s)",
             sc.fid, sc.is_mean, sc.is_std, sc.samples, sc.seconds
         );
-        self.json_line(serde_json::json!({
+        let mut line = serde_json::json!({
             "step": step, "eval": sc, "feature_net": label, "network": network,
             format!("FID_{label}"): sc.fid, format!("IS_{label}"): sc.is_mean,
-        }))?;
+        });
+        for (name, v) in &extra {
+            line[name.as_str()] = serde_json::json!(v);
+        }
+        self.json_line(line)?;
         let suffix = if network == "G_ema" {
             String::new()
         } else {
@@ -142,6 +152,7 @@ impl Reporter {
         ]
         .into_iter()
         .chain(class_metric)
+        .chain(extra)
         {
             self.tb
                 .add_scalar(&format!("eval/{metric}{suffix}"), v, step)?;

@@ -159,13 +159,17 @@ pub fn write_final(t: &Trainer, summary: &RunSummary, reporter: &mut Reporter) -
 
 /// Scores as summary.json gives them: each named for the feature network (`label`).
 fn named_scores(label: &str, s: &Scores) -> serde_json::Value {
-    serde_json::json!({
+    let mut named = serde_json::json!({
         format!("FID_{label}"): s.fid,
         format!("IS_{label}"): s.is_mean,
         format!("IS_{label}_std"): s.is_std,
         "class_accuracy": s.class_accuracy,
         "samples": s.samples,
-    })
+    });
+    for (name, v) in s.real_sample_metrics(label) {
+        named[name.as_str()] = serde_json::json!(v);
+    }
+    named
 }
 
 /// Writes through a temporary file and a rename, so a crash never leaves a torn weights file.

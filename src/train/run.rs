@@ -21,7 +21,6 @@ use crate::distributed::agree;
 use crate::error::Result;
 use crate::metrics::eval::{self, FeatureNet, Scores};
 use crate::metrics::real_data::{self, RealDataScores};
-use crate::metrics::FidStats;
 use crate::model;
 use crate::model::inputs;
 use crate::output::status_line::{self, StatusLine};
@@ -40,7 +39,7 @@ pub enum Outcome {
 
 struct Evaluator {
     net: FeatureNet,
-    reference: FidStats,
+    reference: eval::Reference,
     /// The test set's scores (rank 0, Fashion-MNIST on its classifier): what generated images
     /// are read against.
     real_data: Option<RealDataScores>,
@@ -53,7 +52,7 @@ impl Evaluator {
         }
         eval::check_fits(&t.cfg)?;
         let net = FeatureNet::load(&t.cfg.eval, t.device)?;
-        let reference = eval::reference_stats(t.comm, &t.cfg.eval, &net, &t.data, t.device)?;
+        let reference = eval::reference(t.comm, &t.cfg.eval, &net, &t.data, t.device)?;
         let c = &t.cfg;
         let real_data = (t.comm.rank() == 0
             && c.data.dataset == DatasetKind::FashionMnist
@@ -62,7 +61,7 @@ impl Evaluator {
         .then(|| {
             real_data::fashion_mnist_test(
                 &net,
-                &reference,
+                &reference.fid,
                 &c.data.path,
                 c.model.resolution,
                 t.device,

@@ -10,12 +10,13 @@ use super::adam::{flatten, Adam};
 use super::ema::Ema;
 use super::loss;
 use super::undo::{StepUndo, MAX_SKIPS_IN_A_ROW};
+use crate::config::Augment;
 use crate::config::{Autocast, Config};
 use crate::data::{Dataset, DistributedSampler, Loader, LoaderOptions};
 use crate::distributed::buckets::GradientBuckets;
 use crate::distributed::{sync, Comm};
 use crate::error::{Error, Result};
-use crate::model::{self, BnMode, Discriminator, Generator, SnMode};
+use crate::model::{self, diff_augment, BnMode, Discriminator, Generator, SnMode};
 use crate::output::StepStats;
 
 pub struct Trainer {
@@ -44,7 +45,13 @@ pub struct Trainer {
     skips_in_a_row: usize,
     /// Wall time per phase of the step, when a benchmark asks for it (`sagan bench-train`).
     pub phases: Option<PhaseClock>,
+    /// DiffAugment's transforms, with `train.augment = "diffaugment"`.
+    augment: Option<Vec<diff_augment::Op>>,
 }
+
+/// Seed phases of the augmentation draws, above the noise's (0..=d_steps): D step i augments its
+/// real images with phase AUGMENT_PHASE + 2i and its fakes with + 2i + 1; G's step follows.
+const AUGMENT_PHASE: i64 = 1 << 20;
 
 /// Seconds spent in each phase of the training step, summed over the steps since it was started.
 /// On CPUs every op has finished when it returns, so wall time between marks is the phase's cost.
@@ -148,6 +155,9 @@ impl Trainer {
         for sn in [&g.sn, &d.sn, &g_ema.sn] {
             sn.refresh(SnMode::Detached);
         }
+        let augment = (cfg.train.augment == Augment::Diffaugment)
+            .then(|| diff_augment::parse_policy(&cfg.train.augment_policy))
+            .transpose()?;
         Ok(Self {
             cfg,
             device,
@@ -168,6 +178,7 @@ impl Trainer {
             skipped_steps: 0,
             skips_in_a_row: 0,
             phases: None,
+            augment,
         })
     }
 
@@ -234,6 +245,27 @@ impl Trainer {
         (rows(z), rows(y))
     }
 
+    /// `images` (this rank's rows of the global batch) augmented with the draws of `phase`, or
+    /// as they are without augmentation.
+    fn augmented(&self, images: &Tensor, phase: i64) -> Tensor {
+        let Some(ops) = &self.augment else {
+            return images.shallow_clone();
+        };
+        let c = &self.cfg;
+        let seed = step_seed(c.train.seed, self.step, AUGMENT_PHASE + phase);
+        let first = self.comm.rank() as i64 * self.batch;
+        let size = c.model.resolution;
+        let p = diff_augment::Params::draw(
+            seed,
+            c.train.batch_size,
+            first,
+            self.batch,
+            size,
+            self.device,
+        );
+        diff_augment::augment(images, ops, &p)
+    }
+
     /// Tells the watchdog that the next collectives belong to `phase` of the step in progress.
     fn at(&self, phase: &'static str) {
         if let Some(dog) = self.comm.watchdog() {
@@ -294,9 +326,11 @@ impl Trainer {
             // together computes the same function of each image as two forwards, with GEMMs
             // twice as tall and half the op dispatches.
             let n_real = real.images.size()[0];
+            let real_images = self.augmented(&real.images, 2 * i);
+            let fake = self.augmented(&fake.to_kind(real.images.kind()), 2 * i + 1);
             let logits = self.amp(|| {
                 self.d.forward(
-                    &Tensor::cat(&[&real.images, &fake.to_kind(real.images.kind())], 0),
+                    &Tensor::cat(&[&real_images, &fake], 0),
                     &Tensor::cat(&[&real.labels, &y_fake], 0),
                 )
             });
@@ -337,7 +371,11 @@ impl Trainer {
         // its biases and attention gammas are frozen for this backward (D's gradients are zeroed
         // before its next step anyway, so nothing else changes).
         self.freeze_d(true);
-        let logits = self.amp(|| self.d.forward(&self.g.forward(&z, &y, BnMode::Train), &y));
+        let g_phase = 2 * self.cfg.train.d_steps;
+        let logits = self.amp(|| {
+            let fake = self.g.forward(&z, &y, BnMode::Train);
+            self.d.forward(&self.augmented(&fake, g_phase), &y)
+        });
         let g_loss = loss::g_hinge(&logits.to_kind(Kind::Float));
         self.mark("G step: G and D forward");
         self.opt_g.zero_grad();
