@@ -1,5 +1,6 @@
 // Tells sagan when a parameter's gradient is complete during backward, so that its gradient
-// bucket can be all-reduced while backward goes on (tch binds no autograd hooks).
+// bucket can be all-reduced while backward goes on, and sums a tensor's gradient over the ranks
+// during backward (cross-replica batch norm); tch binds no autograd hooks.
 //
 // libtorch runs a leaf's post-accumulate-grad hook right after it has added the leaf's gradient
 // into `.grad`, on the thread executing that part of the graph (the caller's for CPU tensors, the
@@ -14,6 +15,8 @@
 
 extern "C" {
 typedef void (*sagan_grad_ready_fn)(void* ctx, size_t index);
+// Sums `grad` over the ranks in place (a handle to the hook's own copy of the gradient).
+typedef void (*sagan_reduce_grad_fn)(void* ctx, at::Tensor* grad);
 }
 
 namespace {
@@ -43,6 +46,24 @@ int sagan_set_grad_ready_hook(const at::Tensor* param, sagan_grad_ready_fn fn, v
   try {
     torch::autograd::impl::set_post_acc_grad_hooks(
         *param, std::make_unique<GradReady>(fn, ctx, index));
+    return 0;
+  } catch (const std::exception& e) {
+    copy_message(e.what(), err, err_len);
+    return 1;
+  }
+}
+
+// Adds a hook to the non-leaf `t` that replaces the gradient flowing back into it by its sum over
+// the ranks (`fn` reduces a copy in place). Cross-replica batch norm's statistics use it: their
+// gradient must come from every rank's loss. Returns 0, or 1 with libtorch's message in `err`.
+int sagan_add_reduce_grad_hook(const at::Tensor* t, sagan_reduce_grad_fn fn, void* ctx, char* err,
+                               size_t err_len) {
+  try {
+    t->register_hook([fn, ctx](const at::Tensor& grad) {
+      at::Tensor summed = grad.clone();
+      fn(ctx, &summed);
+      return summed;
+    });
     return 0;
   } catch (const std::exception& e) {
     copy_message(e.what(), err, err_len);

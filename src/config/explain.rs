@@ -35,6 +35,7 @@ pub const KEY_DOCS: &[KeyDoc] = &[
     doc("model.sn_eps", "number > 0", "Epsilon of the spectral-norm power iteration's l2 normalisation (official code 1e-12, BigGAN 1e-8)."),
     doc("model.bn_eps", "number > 0", "Batch-norm epsilon."),
     doc("model.bn_momentum", "[0, 1)", "Running-statistics momentum (TensorFlow's decay 0.999 is momentum 0.001)."),
+    doc("model.g_bn", "\"local\", \"cross-replica\"", "The batch G's batch norms normalise over in training. \"local\": each rank's share of the global batch (train.batch_size / ranks images), as DDP without SyncBatchNorm. \"cross-replica\": the whole global batch, the statistics summed over the ranks in one collective per batch norm, and their gradients in backward (BigGAN-PyTorch's --cross_replica); one rank gives the same numbers either way. Sampling and evaluation always use each forward pass's own batch."),
     // [train]
     doc("train.steps", "integer > 0", "Generator steps to run (the run's total, also after a resume)."),
     doc("train.batch_size", "integer > 0, divisible by the number of ranks", "Global batch; each rank takes batch_size / ranks. The learning rates belong to it: keep it when changing the GPU count."),
@@ -66,6 +67,7 @@ pub const KEY_DOCS: &[KeyDoc] = &[
     doc("data.cache_dir", "a directory", "Where \"image-folder\" datasets are packed on first use (a file named after the folder's listing, the resolution and the channels, so a changed folder is packed anew). Every node must see it."),
     doc("data.verify", "true, false", "Check every checksum of a packed file when it is opened (the header is always checked); false saves reading a very large file on slow storage."),
     doc("data.skip_bad", "true, false", "When packing an \"image-folder\", leave out unreadable images (listed and counted) instead of stopping at the first."),
+    doc("data.max_images", "integer >= 0", "Train on the first this many images of the dataset only (0 = all), for small-data experiments (e.g. with train.augment = \"diffaugment\"). FID's reference statistics are then those of these images."),
     // [dist]
     doc("dist.backend", "\"auto\", \"local\", \"mpi\", \"nccl\"", "How ranks communicate: \"auto\" picks NCCL when every rank has a GPU, MPI when none has (a mix is refused), nothing for one rank; \"mpi\" trains on CPUs even where GPUs exist."),
     doc("dist.bucket_mb", "number >= 0", "Gradient all-reduce bucket size in MiB; 0 = one bucket per network."),

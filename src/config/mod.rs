@@ -66,6 +66,20 @@ pub struct ModelConfig {
     pub bn_eps: f64,
     /// Running-statistics momentum (TF decay 0.999 = momentum 0.001).
     pub bn_momentum: f64,
+    /// Whose batch G's batch norms take their training statistics over.
+    pub g_bn: BnStatistics,
+}
+
+/// The batch G's batch norms normalise over in training.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum BnStatistics {
+    /// Each rank's own share of the global batch (as DDP without SyncBatchNorm).
+    Local,
+    /// The whole global batch: sums over the ranks, forward and backward (BigGAN-PyTorch's
+    /// --cross_replica, PyTorch's SyncBatchNorm).
+    #[serde(alias = "cross_replica")]
+    CrossReplica,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -190,6 +204,8 @@ pub struct DataConfig {
     /// When packing an `image-folder`, leave out unreadable images (listed and counted) instead of
     /// stopping at the first.
     pub skip_bad: bool,
+    /// Train on the first this many images only (0 = all): small-data experiments.
+    pub max_images: i64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -331,6 +347,7 @@ impl Default for ModelConfig {
             sn_eps: 1e-12,
             bn_eps: 1e-5,
             bn_momentum: 0.001,
+            g_bn: BnStatistics::Local,
         }
     }
 }
@@ -374,6 +391,7 @@ impl Default for DataConfig {
             cache_dir: PathBuf::from(".cache/data"),
             verify: true,
             skip_bad: false,
+            max_images: 0,
         }
     }
 }

@@ -87,6 +87,7 @@ impl Config {
             ("dist.sync_check_every", self.dist.sync_check_every),
             ("output.sample_classes", self.output.sample_classes),
             ("data.workers", self.data.workers),
+            ("data.max_images", self.data.max_images),
         ];
         for (key, v) in non_negative_i {
             if v < 0 {

@@ -120,6 +120,9 @@ impl Dataset {
             }
         };
         ds.check_fits(&data.path, model)?;
+        if data.max_images > 0 {
+            return ds.first(data.max_images as usize);
+        }
         Ok(ds)
     }
 

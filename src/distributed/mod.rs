@@ -1,6 +1,7 @@
 //! Ranks, devices and the collectives that keep replicas identical.
 pub mod abort;
 pub mod agree;
+pub mod backward_sum;
 pub mod buckets;
 pub mod comm;
 pub mod cuda_driver;

@@ -1,6 +1,11 @@
 //! Batch norm for G: class-conditional (per-class gamma and beta) inside the blocks, plain affine
-//! before the output.
-use tch::{nn, Tensor};
+//! before the output. In training the statistics are those of this rank's batch, or with
+//! cross-replica statistics (`model.g_bn`) those of the global batch: the per-channel sums and
+//! sums of squares (float64) summed over the ranks in one collective, whose gradient is summed
+//! over the ranks in backward (`distributed::backward_sum`).
+use tch::{nn, Kind, Tensor};
+
+use crate::distributed::{backward_sum, Comm};
 
 /// How batch norm normalises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +23,8 @@ pub struct BatchNorm {
     pub running_var: Tensor,
     eps: f64,
     momentum: f64,
+    /// With cross-replica statistics: the ranks to take them over (training only).
+    across: Option<&'static dyn Comm>,
 }
 
 impl BatchNorm {
@@ -27,11 +34,20 @@ impl BatchNorm {
             running_var: p.ones_no_train("running_var", &[c]),
             eps,
             momentum,
+            across: None,
         }
+    }
+
+    /// Takes training statistics over the global batch of `comm`'s ranks from now on.
+    pub fn across_ranks(&mut self, comm: &'static dyn Comm) {
+        self.across = Some(comm);
     }
 
     /// Normalises without an affine transform.
     pub fn normalise(&self, x: &Tensor, mode: BnMode) -> Tensor {
+        if let (BnMode::Train, Some(comm)) = (mode, self.across) {
+            return self.normalise_across(&x.to_kind(Kind::Float), comm);
+        }
         let (mean, var) = match mode {
             BnMode::Train | BnMode::Running => (Some(&self.running_mean), Some(&self.running_var)),
             BnMode::Batch => (None, None),
@@ -53,6 +69,39 @@ impl BatchNorm {
     }
 }
 
+impl BatchNorm {
+    /// Training-mode batch norm over the global batch; running statistics updated as libtorch
+    /// updates them (momentum, unbiased variance), from the global statistics, so they stay the
+    /// same on every rank.
+    fn normalise_across(&self, x: &Tensor, comm: &'static dyn Comm) -> Tensor {
+        let (n, c, h, w) = x.size4().expect("NCHW activations");
+        let dims = &[0i64, 2, 3][..];
+        let local = Tensor::cat(
+            &[
+                x.sum_dim_intlist(dims, false, Kind::Double),
+                x.square().sum_dim_intlist(dims, false, Kind::Double),
+            ],
+            0,
+        );
+        let sums = backward_sum::sum_over_ranks(&local, comm)
+            .unwrap_or_else(|e| panic!("cross-replica batch norm: {e}"));
+        let count = (n * h * w * comm.size() as i64) as f64;
+        let mean = sums.narrow(0, 0, c) / count;
+        let var = (sums.narrow(0, c, c) / count - mean.square()).clamp_min(0.0);
+        tch::no_grad(|| {
+            let m = self.momentum;
+            let unbiased = &var * (count / (count - 1.0).max(1.0));
+            let mut rm = self.running_mean.shallow_clone();
+            let mut rv = self.running_var.shallow_clone();
+            rm.copy_(&(&rm * (1.0 - m) + mean.to_kind(Kind::Float) * m));
+            rv.copy_(&(&rv * (1.0 - m) + unbiased.to_kind(Kind::Float) * m));
+        });
+        let shape = [1, c, 1, 1];
+        let inv_std = (var + self.eps).rsqrt().to_kind(Kind::Float).view(shape);
+        (x - mean.to_kind(Kind::Float).view(shape)) * inv_std
+    }
+}
+
 pub struct ConditionalBatchNorm {
     bn: BatchNorm,
     gamma: Tensor,
@@ -66,6 +115,10 @@ impl ConditionalBatchNorm {
             gamma: p.ones("gamma", &[classes, c]),
             beta: p.zeros("beta", &[classes, c]),
         }
+    }
+
+    pub fn across_ranks(&mut self, comm: &'static dyn Comm) {
+        self.bn.across_ranks(comm);
     }
 
     /// `y`: class indices (int64 `[N]`), or class weights (float `[N, classes]`, rows summing to
@@ -96,6 +149,10 @@ impl AffineBatchNorm {
             weight: p.ones("weight", &[c]),
             bias: p.zeros("bias", &[c]),
         }
+    }
+
+    pub fn across_ranks(&mut self, comm: &'static dyn Comm) {
+        self.bn.across_ranks(comm);
     }
 
     pub fn forward(&self, x: &Tensor, mode: BnMode) -> Tensor {

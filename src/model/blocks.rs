@@ -4,6 +4,7 @@ use tch::{nn, Tensor};
 use super::batch_norm::{BnMode, ConditionalBatchNorm};
 use super::spectral_norm::{SnConv2d, SnRegistry};
 use crate::config::ModelConfig;
+use crate::distributed::Comm;
 
 fn upsample(x: &Tensor) -> Tensor {
     let (_, _, h, w) = x.size4().expect("NCHW");
@@ -35,6 +36,12 @@ impl UpBlock {
             conv2: SnConv2d::new(reg, &p / "conv2", c_out, c_out, 3, true),
             shortcut: SnConv2d::new(reg, &p / "shortcut", c_in, c_out, 1, true),
         }
+    }
+
+    /// Its batch norms take training statistics over `comm`'s ranks.
+    pub fn across_ranks(&mut self, comm: &'static dyn Comm) {
+        self.bn0.across_ranks(comm);
+        self.bn1.across_ranks(comm);
     }
 
     pub fn forward(&self, x: &Tensor, y: &Tensor, mode: BnMode) -> Tensor {

@@ -8,6 +8,7 @@ use super::blocks::UpBlock;
 use super::spectral_norm::{SnConv2d, SnLinear, SnRegistry};
 use crate::config::arch::Arch;
 use crate::config::ModelConfig;
+use crate::distributed::Comm;
 use crate::error::Result;
 
 pub struct Generator {
@@ -59,6 +60,19 @@ impl Generator {
             input_ch,
             z_dim: m.z_dim,
         })
+    }
+
+    /// Cross-replica batch norm (`model.g_bn`): every batch norm takes its training statistics
+    /// over the global batch of `comm`'s ranks. One rank keeps libtorch's own batch norm, whose
+    /// statistics are those of the global batch already.
+    pub fn across_ranks(&mut self, comm: &'static dyn Comm) {
+        if comm.size() < 2 {
+            return;
+        }
+        for block in &mut self.blocks {
+            block.across_ranks(comm);
+        }
+        self.bn.across_ranks(comm);
     }
 
     pub fn forward(&self, z: &Tensor, y: &Tensor, mode: BnMode) -> Tensor {

@@ -10,7 +10,7 @@ use super::adam::{flatten, Adam};
 use super::ema::Ema;
 use super::loss;
 use super::undo::{StepUndo, MAX_SKIPS_IN_A_ROW};
-use crate::config::Augment;
+use crate::config::{Augment, BnStatistics};
 use crate::config::{Autocast, Config};
 use crate::data::{Dataset, DistributedSampler, Loader, LoaderOptions};
 use crate::distributed::buckets::GradientBuckets;
@@ -126,7 +126,10 @@ impl Trainer {
         check_data(&cfg, &data)?;
         // Same initial weights everywhere; rank 0's are broadcast anyway, so this is belt and braces.
         tch::manual_seed(cfg.train.seed);
-        let g = Generator::new(&cfg.model, device)?;
+        let mut g = Generator::new(&cfg.model, device)?;
+        if cfg.model.g_bn == BnStatistics::CrossReplica {
+            g.across_ranks(comm);
+        }
         let d = Discriminator::new(&cfg.model, device)?;
         let g_ema = Generator::new(&cfg.model, device)?;
         let t = &cfg.train;

@@ -1,6 +1,9 @@
 //! Diagnostic programs run under mpirun by the test suite (tests/distributed.rs):
 //!   dist_probe grad-equivalence OUT.safetensors PER_RANK_BATCH
 //!     one D step's averaged gradient on a fixed real and fake batch (global batch = ranks x PER_RANK_BATCH);
+//!   dist_probe sync-bn OUT.safetensors PER_RANK_BATCH local|cross-replica
+//!     G's training forward on this rank's rows of a fixed global batch, and the gradient of a
+//!     fixed function of the whole batch's images, averaged over the ranks;
 //!   dist_probe resync
 //!     perturbs a spectral-norm u vector on rank 1 after step 4 and reports what the scheduled
 //!     agreement check at step 5 repaired.
@@ -8,7 +11,7 @@ use sagan::config::Config;
 use sagan::data::dataset::fashion_mnist;
 use sagan::distributed::buckets::GradientBuckets;
 use sagan::distributed::{job, sync};
-use sagan::model::{self, Discriminator, SnMode};
+use sagan::model::{self, BnMode, Discriminator, Generator, SnMode};
 use sagan::train::{loss, Trainer};
 use tch::{Kind, Tensor};
 
@@ -25,6 +28,7 @@ fn main() -> sagan::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("grad-equivalence") => grad_equivalence(&args[2], args[3].parse().expect("batch")),
+        Some("sync-bn") => sync_bn(&args[2], args[3].parse().expect("batch"), &args[4]),
         Some("resync") => resync(),
         _ => {
             eprintln!("usage: dist_probe grad-equivalence OUT B | dist_probe resync");
@@ -117,6 +121,58 @@ fn resync() -> sagan::Result<()> {
         "{}",
         serde_json::json!({ "rank": t.comm.rank(), "resyncs_at_step_5": counted_at_check, "repaired_again": again, "identical_after": identical })
     );
+    job::finalize(rank.comm);
+    Ok(())
+}
+
+fn sync_bn(out: &str, per_rank: i64, bn: &str) -> sagan::Result<()> {
+    let toml = format!(
+        "[model]\ng_ch = 16\nd_ch = 16\nz_dim = 32\ng_bn = \"{bn}\"\n[train]\nbatch_size = {}\nthreads = 1\n",
+        per_rank * 2
+    );
+    let cfg = Config::from_toml_str(&toml, "<dist_probe>", &[])?;
+    let rank = job::join(&cfg)?;
+    let (r, world) = (rank.comm.rank() as i64, rank.comm.size() as i64);
+    let global = per_rank * world;
+    tch::manual_seed(0);
+    let mut g = Generator::new(&cfg.model, rank.device)?;
+    sync::broadcast_from_root(rank.comm, &model::named_variables(&g.vs))?;
+    if cfg.model.g_bn == sagan::config::BnStatistics::CrossReplica {
+        g.across_ranks(rank.comm);
+    }
+    // The same global batch and the same function of it whatever the number of ranks.
+    tch::manual_seed(1);
+    let z = Tensor::randn([global, 32], (Kind::Float, rank.device));
+    let y = Tensor::randint(10, [global], (Kind::Int64, rank.device));
+    let weights = Tensor::randn([global, 1, 32, 32], (Kind::Float, rank.device));
+    let mine = |t: &Tensor| t.narrow(0, r * per_rank, per_rank);
+    g.sn.refresh(SnMode::Fixed);
+    let images = g.forward(&mine(&z), &mine(&y), BnMode::Train);
+    let params = model::parameters(&g.vs);
+    // Each rank's mean over its rows; averaged over the ranks, the mean over the global batch.
+    ((&images * mine(&weights)).sum(Kind::Float) / per_rank as f64).backward();
+    let _ = GradientBuckets::new("G", &params, 1 << 16)?.all_reduce(rank.comm)?;
+    let mut all = Tensor::zeros([global, 1, 32, 32], (Kind::Float, rank.device));
+    all.narrow(0, r * per_rank, per_rank)
+        .copy_(&images.detach());
+    rank.comm.all_reduce_sum(&mut all)?;
+    if r == 0 {
+        let mut named: Vec<(String, Tensor)> = params
+            .iter()
+            .map(|(n, p)| (format!("grad.{n}"), p.grad().copy()))
+            .collect();
+        named.push(("images".into(), all));
+        for (n, t) in model::named_variables(&g.vs) {
+            if n.ends_with("running_mean") || n.ends_with("running_var") {
+                named.push((n, t.copy()));
+            }
+        }
+        let refs: Vec<(&str, Tensor)> = named
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.shallow_clone()))
+            .collect();
+        Tensor::write_safetensors(&refs, out)?;
+    }
     job::finalize(rank.comm);
     Ok(())
 }
