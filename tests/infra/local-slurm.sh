@@ -71,12 +71,14 @@ kill_jobs() {
   fi
 }
 
-# A TCP port nobody listens on now (random, so parallel instances rarely even try the same one).
+# A TCP port no socket uses now (random, so parallel instances rarely even try the same one).
+# Below Linux's ephemeral range (32768-60999 by default), so that no client connection (mpirun's,
+# a finished test's in TIME_WAIT) can hold it by the time slurmctld binds it.
 free_port() {
   local port
   while :; do
-    port=$((20000 + RANDOM % 30000))
-    if ! ss -Htln "sport = :$port" | grep -q .; then
+    port=$((20000 + RANDOM % 12768))
+    if ! ss -Htan "sport = :$port" | grep -q .; then
       echo "$port"
       return
     fi
@@ -175,17 +177,22 @@ EOF
     >"$dir/log/slurmd.out" 2>&1 </dev/null &
   echo $! >"$dir/slurmd.pid"
 
-  # Wait until the node accepts jobs (usually about a second).
-  local n state=""
-  for ((n = 0; n < 300; n++)); do
-    state="$(SLURM_CONF="$dir/slurm.conf" sinfo -h -N -o '%T' 2>/dev/null | head -n 1 || true)"
+  # Wait until the node accepts jobs (usually about a second): at most 30 s by the clock (sinfo
+  # itself can wait long for a controller that is not there), and not at all once a daemon died.
+  local state="" deadline=$((SECONDS + 30)) daemon
+  while ((SECONDS < deadline)); do
+    state="$(SLURM_CONF="$dir/slurm.conf" timeout 3 sinfo -h -N -o '%T' 2>/dev/null | head -n 1 || true)"
     case "$state" in idle | mixed | allocated) break ;; esac
+    for daemon in slurmctld slurmd; do
+      kill -0 "$(cat "$dir/$daemon.pid")" 2>/dev/null || state="$daemon exited"
+    done
+    case "$state" in *exited) break ;; esac
     sleep 0.1
   done
   case "$state" in
     idle | mixed | allocated) ;;
     *)
-      echo "local-slurm: node not ready after 30 s (state '$state'); logs in $dir/log:" >&2
+      echo "local-slurm: node not ready (state '$state'; at most 30 s); logs in $dir/log:" >&2
       tail -n 20 "$dir/log/"*.log >&2 || true
       stop
       exit 1
