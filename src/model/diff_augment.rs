@@ -12,7 +12,7 @@
 //! the global batch, of which each rank takes its own rows, so they depend only on the seed, the
 //! step and the phase: a resumed run, or the same run on another number of ranks, draws the same
 //! transforms for the same images.
-use tch::{Device, IndexOp, Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 
@@ -148,22 +148,30 @@ fn cutout(x: &Tensor, p: &Params) -> Tensor {
     x * mask.unsqueeze(1)
 }
 
-/// The (row, column) shift and cutout centre of image `i`, for tests and figures.
-pub fn describe(p: &Params, i: i64) -> (i64, i64, i64, i64) {
-    let at = |t: &Tensor| t.i(i).int64_value(&[0, 0]);
-    (
-        at(&p.translate.0),
-        at(&p.translate.1),
-        at(&p.cutout.0),
-        at(&p.cutout.1),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::IndexOp;
 
     const ALL: [Op; 3] = [Op::Color, Op::Translation, Op::Cutout];
+
+    /// The (row, column) shift and cutout centre of image `i`.
+    fn describe(p: &Params, i: i64) -> (i64, i64, i64, i64) {
+        let at = |t: &Tensor| t.i(i).int64_value(&[0, 0]);
+        (
+            at(&p.translate.0),
+            at(&p.translate.1),
+            at(&p.cutout.0),
+            at(&p.cutout.1),
+        )
+    }
+
+    /// libtorch's CPU generator is one per process and the tests run on parallel threads: each
+    /// test that draws holds this, so another test's reseeding cannot land between its draws.
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        RNG.lock().unwrap_or_else(|e| e.into_inner())
+    }
 
     fn images(n: i64, c: i64, size: i64) -> Tensor {
         tch::manual_seed(11);
@@ -186,6 +194,7 @@ mod tests {
 
     #[test]
     fn translation_shifts_with_zero_fill() {
+        let _rng = serial();
         let x = images(4, 1, 16);
         let p = Params::draw(5, 4, 0, 4, 16, Device::Cpu);
         let y = translation(&x, &p);
@@ -211,6 +220,7 @@ mod tests {
 
     #[test]
     fn cutout_zeroes_one_square_of_half_the_size() {
+        let _rng = serial();
         let x = images(6, 3, 16) + 3.0; // no pixel is 0 before the cut
         let p = Params::draw(7, 6, 0, 6, 16, Device::Cpu);
         let y = cutout(&x, &p);
@@ -231,6 +241,7 @@ mod tests {
 
     #[test]
     fn gradients_flow_through_every_transform() {
+        let _rng = serial();
         let p = Params::draw(3, 4, 0, 4, 16, Device::Cpu);
         let share_with_gradient = |ops: &[Op]| {
             let x = images(4, 3, 16).set_requires_grad(true);
@@ -255,6 +266,7 @@ mod tests {
 
     #[test]
     fn draws_depend_on_the_seed_only_and_rows_match_the_global_batch() {
+        let _rng = serial();
         let x = images(8, 1, 16);
         let whole = Params::draw(42, 8, 0, 8, 16, Device::Cpu);
         let again = Params::draw(42, 8, 0, 8, 16, Device::Cpu);
