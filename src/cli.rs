@@ -55,6 +55,14 @@ pub enum Command {
     /// Measure the data path: packed loader images/s at 32 and 128 px, ImageFolder decoding of
     /// 500x375 JPEGs to 128 px, on one thread and on all; optionally Pillow on the same files.
     BenchData(BenchDataArgs),
+    /// Train a grid of configs over seeds, each an ordinary run directory under --out: one after
+    /// another here (started again, it skips finished runs and resumes the unfinished one), or
+    /// as one Slurm job array with --slurm. Compare the arms with `sagan compare`.
+    Sweep(SweepArgs),
+    /// Tables of the runs' end and best FID, IS and class accuracy per arm (runs that differ only
+    /// by seed), mean and standard deviation over seeds and a 95% Welch interval of each arm's
+    /// difference from the first; writes compare.md, compare.csv and compare.png.
+    Compare(CompareArgs),
     /// Print the effective config (defaults, file and overrides merged) as TOML; with --explain,
     /// every key with its meaning, default and allowed values (docs/config.md).
     ShowConfig(ShowConfigArgs),
@@ -134,6 +142,55 @@ pub enum Interpolate {
     Z,
     /// The class, between consecutive chosen classes, with the noise fixed.
     Class,
+}
+
+#[derive(Args)]
+pub struct SweepArgs {
+    /// The base config every run starts from.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The grid: [[arm]] tables (name, set) and a [cross] table of values to cross (see
+    /// docs/experiments.md; configs/sweeps/ has the ablations').
+    #[arg(long, value_name = "GRID.TOML")]
+    pub grid: PathBuf,
+    /// Seeds per arm: the base config's train.seed and the next ones.
+    #[arg(long, default_value_t = 1)]
+    pub seeds: usize,
+    /// The sweep's directory: sweep.json and one run directory per arm and seed
+    /// (<out>/<arm>/seed<S>).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Override a config value in every run (repeatable), before the arm's own.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Print the runs and the commands that would train them; write and start nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Ranks per run when running here: more than 1 runs each under `mpirun -np N`.
+    #[arg(long, default_value_t = 1, conflicts_with = "slurm")]
+    pub ranks: usize,
+    /// Submit the unfinished runs as one Slurm job array of launch/slurm/train.sbatch tasks
+    /// (run from the repository root).
+    #[arg(long)]
+    pub slurm: bool,
+    /// An sbatch option for every task, e.g. --sbatch-arg=--nodes=2 (repeatable; with --slurm).
+    #[arg(
+        long = "sbatch-arg",
+        value_name = "OPTION",
+        allow_hyphen_values = true,
+        requires = "slurm"
+    )]
+    pub sbatch_args: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct CompareArgs {
+    /// Sweep directories, run directories, or directories holding runs.
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// Where compare.md, compare.csv and compare.png go (default: the one DIR given).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args)]

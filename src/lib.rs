@@ -10,6 +10,7 @@ pub mod config;
 pub mod data;
 pub mod distributed;
 pub mod error;
+pub mod experiments;
 pub mod host;
 pub mod metrics;
 pub mod model;

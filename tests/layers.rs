@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 /// Highest first. A module may use modules of its own layer and of the layers after it.
 const LAYERS: &[(&str, &[&str])] = &[
     ("commands", &["commands", "cli"]),
-    ("train", &["train"]),
+    ("train", &["train", "experiments"]),
     ("services", &["output", "metrics", "checkpoint"]),
     ("substrate", &["model", "data", "distributed", "host"]),
     ("leaves", &["config", "error"]),

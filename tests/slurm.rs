@@ -624,3 +624,151 @@ fn a_second_job_of_the_same_name_refuses_to_run_beside_the_first() {
     assert!(!log.contains("running: srun"), "{log}");
     assert_eq!(cluster.job(&first.id)["JobState"], "RUNNING");
 }
+
+/// Waits until the array task `id` is in a final state; returns scontrol's view of it.
+fn wait_task_end(cluster: &Cluster, id: &str, log: &dyn Fn() -> String) -> HashMap<String, String> {
+    let t0 = Instant::now();
+    loop {
+        let j = cluster.job(id);
+        let state = j.get("JobState").cloned().unwrap_or_default();
+        if ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"].contains(&state.as_str()) {
+            return j;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(200),
+            "task {id} did not end in 200 s: {j:?}\n{}\n{}",
+            log(),
+            cluster.daemon_logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn a_sweep_runs_as_one_job_array_and_a_preempted_task_requeues_and_resumes() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let t0 = Instant::now();
+    let submit = tempfile::Builder::new()
+        .prefix("sagan-sweep-")
+        .tempdir()
+        .unwrap();
+    std::os::unix::fs::symlink(repo().join("launch"), submit.path().join("launch")).unwrap();
+    let grid = submit.path().join("grid.toml");
+    std::fs::write(
+        &grid,
+        "[[arm]]\nname = \"g16\"\nset = { \"model.g_ch\" = 16 }\n[[arm]]\nname = \"g8\"\nset = { \"model.g_ch\" = 8 }\n",
+    )
+    .unwrap();
+    let out = submit.path().join("sw");
+    let steps = 24;
+    let sweep = |extra: &[&str]| {
+        let mut c = cluster.cmd(bin());
+        c.current_dir(submit.path())
+            .env("SAGAN_BIN", bin())
+            .env("SAGAN_LAUNCHER", "srun")
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .args(["sweep", "--config"])
+            .arg(repo().join("configs/fmnist32.toml"))
+            .arg("--grid")
+            .arg(&grid)
+            .arg("--out")
+            .arg(&out)
+            .args([
+                "--slurm",
+                "--sbatch-arg=--ntasks-per-node=1",
+                "--sbatch-arg=--cpus-per-task=1",
+            ])
+            .args(["--sbatch-arg=--time=10"]);
+        for s in [
+            format!("train.steps={steps}"),
+            "train.log_every=1".into(),
+            "train.sample_every=0".into(),
+            "train.checkpoint_every=1000".into(),
+            "model.d_ch=16".into(),
+            "model.z_dim=32".into(),
+            "train.batch_size=16".into(),
+            "eval.enabled=false".into(),
+        ] {
+            c.arg("--set").arg(s);
+        }
+        c.args(extra);
+        c.output().unwrap()
+    };
+    let o = sweep(&[]);
+    let said = text(&o);
+    assert!(o.status.success(), "{said}");
+    let id = said
+        .split("submitted job array ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no job array id in:\n{said}"))
+        .to_string();
+    assert!(said.contains("--array=0-1"), "{said}");
+    let task_log = |t: usize| {
+        std::fs::read_to_string(out.join(format!("slurm-{id}_{t}.out")))
+            .unwrap_or_else(|e| format!("<no log of task {t}: {e}>"))
+    };
+    let first = out.join("g16/seed0");
+    let t1 = Instant::now();
+    while common::logged_steps(&first).last().copied().unwrap_or(0) < 6 {
+        assert!(
+            t1.elapsed() < Duration::from_secs(120),
+            "task 0 never logged step 6\n{}\n{}",
+            task_log(0),
+            cluster.daemon_logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let o = cluster
+        .cmd("scancel")
+        .args(["--signal=USR1", &format!("{id}_0")])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "scancel: {}", text(&o));
+    for t in 0..2 {
+        let end = wait_task_end(&cluster, &format!("{id}_{t}"), &|| task_log(t));
+        assert_eq!(
+            end["JobState"],
+            "COMPLETED",
+            "task {t}: {end:?}\n{}",
+            task_log(t)
+        );
+        assert_eq!(
+            end["Restarts"],
+            if t == 0 { "1" } else { "0" },
+            "task {t}\n{}",
+            task_log(t)
+        );
+        assert!(
+            task_log(t).contains(&format!("array task {t} of job {id}")),
+            "{}",
+            task_log(t)
+        );
+    }
+    assert!(task_log(0).contains("requeued job"), "{}", task_log(0));
+    for (run, g_ch) in [("g16/seed0", 16), ("g8/seed0", 8)] {
+        let d = out.join(run);
+        assert_eq!(
+            common::logged_steps(&d),
+            (1..=steps).collect::<Vec<_>>(),
+            "{run}\n{}",
+            task_log(0)
+        );
+        assert!(d.join("summary.json").is_file(), "{run}");
+        let cfg = std::fs::read_to_string(d.join("config.toml")).unwrap();
+        assert!(cfg.contains(&format!("g_ch = {g_ch}")), "{run}: {cfg}");
+    }
+    let again = sweep(&[]);
+    assert!(
+        text(&again).contains("every run is finished; nothing to submit"),
+        "{}",
+        text(&again)
+    );
+    eprintln!(
+        "slurm: a two-arm sweep array with one preempted task took {:?}",
+        t0.elapsed()
+    );
+}

@@ -3,6 +3,7 @@
 pub mod bench_allreduce;
 pub mod bench_data;
 pub mod bench_train;
+pub mod compare;
 pub mod eval;
 pub mod fid_stats;
 pub mod gpu_check;
@@ -10,6 +11,7 @@ pub mod model_summary;
 pub mod prepare;
 pub mod sample;
 pub mod show_config;
+pub mod sweep;
 pub mod train;
 pub mod train_classifier;
 
@@ -36,6 +38,8 @@ pub fn run(command: Command) -> Result<u8> {
         Command::Prepare(a) => prepare::run(a),
         Command::BenchData(a) => bench_data::run(a),
         Command::ShowConfig(a) => show_config::run(a),
+        Command::Sweep(a) => sweep::run(a),
+        Command::Compare(a) => compare::run(a),
     }
 }
 

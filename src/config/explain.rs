@@ -36,6 +36,7 @@ pub const KEY_DOCS: &[KeyDoc] = &[
     doc("model.bn_eps", "number > 0", "Batch-norm epsilon."),
     doc("model.bn_momentum", "[0, 1)", "Running-statistics momentum (TensorFlow's decay 0.999 is momentum 0.001)."),
     doc("model.g_bn", "\"local\", \"cross-replica\"", "The batch G's batch norms normalise over in training. \"local\": each rank's share of the global batch (train.batch_size / ranks images), as DDP without SyncBatchNorm. \"cross-replica\": the whole global batch, the statistics summed over the ranks in one collective per batch norm, and their gradients in backward (BigGAN-PyTorch's --cross_replica); one rank gives the same numbers either way. Sampling and evaluation always use each forward pass's own batch."),
+    doc("model.g_spectral_norm", "true, false", "Spectral norm on G's convolutions, linear layers and attention (the paper's \"SN on G/D\", the default). false divides none of G's weights by sigma (SN on D only: Miyato et al.'s setting, the paper's baseline in its Figure 3); G's u and v buffers stay in the weights files either way. D is always spectrally normalised."),
     // [train]
     doc("train.steps", "integer > 0", "Generator steps to run (the run's total, also after a resume)."),
     doc("train.batch_size", "integer > 0, divisible by the number of ranks", "Global batch; each rank takes batch_size / ranks. The learning rates belong to it: keep it when changing the GPU count."),

@@ -68,6 +68,8 @@ pub struct ModelConfig {
     pub bn_momentum: f64,
     /// Whose batch G's batch norms take their training statistics over.
     pub g_bn: BnStatistics,
+    /// Spectral norm on G's weights (the paper's "SN on G/D"); false leaves it on D only.
+    pub g_spectral_norm: bool,
 }
 
 /// The batch G's batch norms normalise over in training.
@@ -348,6 +350,7 @@ impl Default for ModelConfig {
             bn_eps: 1e-5,
             bn_momentum: 0.001,
             g_bn: BnStatistics::Local,
+            g_spectral_norm: true,
         }
     }
 }

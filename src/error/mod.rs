@@ -32,6 +32,10 @@ pub enum Error {
     Train(String),
     #[error("checkpoint {path}: {msg}")]
     Checkpoint { path: PathBuf, msg: String },
+    #[error("sweep: {0}")]
+    Sweep(String),
+    #[error("compare: {0}")]
+    Compare(String),
     /// A collective did not complete in time (see `dist.timeout_s`).
     #[error("watchdog: {0}")]
     Timeout(String),

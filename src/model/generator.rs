@@ -29,7 +29,7 @@ impl Generator {
         let arch = Arch::for_model(m)?;
         let vs = nn::VarStore::new(device);
         let root = vs.root();
-        let sn = SnRegistry::new(m.sn_eps);
+        let sn = SnRegistry::new(m.sn_eps).normalising(m.g_spectral_norm);
         let input_ch = arch.g_input_mult * m.g_ch;
         let input = SnLinear::new(&sn, &root / "input", m.z_dim, 16 * input_ch, true);
         let mut blocks = Vec::new();

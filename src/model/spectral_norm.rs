@@ -29,6 +29,8 @@ pub struct SpectralNorm {
     pub u: Tensor,
     pub v: Tensor,
     eps: f64,
+    /// False: W is used as it is (the layer keeps its u, v buffers but never divides by sigma).
+    normalise: bool,
     normalised: RefCell<Option<Tensor>>,
 }
 
@@ -40,6 +42,18 @@ impl SpectralNorm {
     /// Registers `weight` (trainable, Xavier-uniform with the given fans) and the `weight_u`,
     /// `weight_v` buffers under `p`.
     pub fn new(p: &nn::Path, shape: &[i64], fan_in: i64, fan_out: i64, eps: f64) -> Rc<Self> {
+        Self::with_normalisation(p, shape, fan_in, fan_out, eps, true)
+    }
+
+    /// As [`SpectralNorm::new`]; `normalise = false` makes a plain layer with the same variables.
+    pub fn with_normalisation(
+        p: &nn::Path,
+        shape: &[i64],
+        fan_in: i64,
+        fan_out: i64,
+        eps: f64,
+        normalise: bool,
+    ) -> Rc<Self> {
         let bound = (6.0 / (fan_in + fan_out) as f64).sqrt();
         let weight = p.var(
             "weight",
@@ -68,6 +82,7 @@ impl SpectralNorm {
             u,
             v,
             eps,
+            normalise,
             normalised: RefCell::new(None),
         })
     }
@@ -78,6 +93,9 @@ impl SpectralNorm {
 
     /// One power iteration: updates u and v from the current W, nothing else.
     pub fn power_iteration(&self) {
+        if !self.normalise {
+            return;
+        }
         // fp32 even inside an autocast region: CUDA autocast would run `mv` in bf16.
         let _fp32 = crate::host::autocast::Fp32Guard::new(self.weight.device());
         tch::no_grad(|| {
@@ -111,8 +129,15 @@ impl SpectralNorm {
             self.power_iteration();
         }
         let compute = || {
-            let sigma = self.u.dot(&self.matrix().mv(&self.v));
-            let w = &self.weight / sigma;
+            let w = if self.normalise {
+                let sigma = self.u.dot(&self.matrix().mv(&self.v));
+                &self.weight / sigma
+            } else if mode == SnMode::Detached {
+                // no_grad does not cut a leaf's own requires_grad: detach explicitly.
+                self.weight.detach()
+            } else {
+                self.weight.shallow_clone()
+            };
             if w.dim() == 4 {
                 // Convolution weights in channels-last layout (NHWC strides, NCHW shape): oneDNN
                 // then runs the convolutions in NHWC, without reordering every activation to and
@@ -150,6 +175,8 @@ impl SpectralNorm {
 pub struct SnRegistry {
     layers: RefCell<Vec<Rc<SpectralNorm>>>,
     pub eps: f64,
+    /// False: the layers made here keep their weights unnormalised (`model.g_spectral_norm`).
+    normalise: bool,
 }
 
 impl SnRegistry {
@@ -157,11 +184,18 @@ impl SnRegistry {
         Self {
             layers: RefCell::new(Vec::new()),
             eps,
+            normalise: true,
         }
     }
 
+    /// A registry whose layers are spectrally normalised only when `normalise`.
+    pub fn normalising(self, normalise: bool) -> Self {
+        Self { normalise, ..self }
+    }
+
     pub fn make(&self, p: &nn::Path, shape: &[i64], fan_in: i64, fan_out: i64) -> Rc<SpectralNorm> {
-        let sn = SpectralNorm::new(p, shape, fan_in, fan_out, self.eps);
+        let sn =
+            SpectralNorm::with_normalisation(p, shape, fan_in, fan_out, self.eps, self.normalise);
         self.layers.borrow_mut().push(sn.clone());
         sn
     }
@@ -355,6 +389,29 @@ mod tests {
             .1
             .double_value(&[0]);
         assert!((conv.sn.sigma() - raw).abs() / raw < 1e-3);
+    }
+
+    #[test]
+    fn a_registry_without_normalisation_uses_its_weights_as_they_are() {
+        tch::manual_seed(5);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let reg = SnRegistry::new(1e-12).normalising(false);
+        let conv = SnConv2d::new(&reg, vs.root() / "c", 8, 16, 3, true);
+        let lin = SnLinear::new(&reg, vs.root() / "l", 8, 4, false);
+        let u0 = conv.sn.u.copy();
+        for mode in [SnMode::PowerIteration, SnMode::Fixed, SnMode::Detached] {
+            reg.refresh(mode);
+            assert!(conv.sn.weight().equal(&conv.sn.weight));
+            assert!(lin.sn.weight().equal(&lin.sn.weight));
+            assert_eq!(lin.sn.weight().requires_grad(), mode != SnMode::Detached);
+        }
+        // The raw weights have sigma well away from 1, so the test would see a division.
+        assert!(
+            (conv.sn.sigma() - 1.0).abs() > 0.1,
+            "sigma {}",
+            conv.sn.sigma()
+        );
+        assert!(conv.sn.u.equal(&u0), "u moved without normalisation");
     }
 
     #[test]
