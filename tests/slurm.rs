@@ -5,163 +5,16 @@
 //! Without Slurm installed (scripts/setup.sh installs it) these tests say so loudly on stderr
 //! and return; with SAGAN_REQUIRE_SLURM=1 (scripts/test.sh sets it) they fail instead.
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
 use common::bin;
+use common::slurm::{text, Cluster};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// A running single-node cluster; dropping it stops every daemon (and job) it started.
-struct Cluster {
-    dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    /// None (after a loud message) when Slurm is not installed here and not required.
-    fn start() -> Option<Cluster> {
-        let missing: Vec<&str> = ["munged", "slurmctld", "slurmd", "sbatch"]
-            .into_iter()
-            .filter(|p| {
-                !Command::new("sh")
-                    .args(["-c", &format!("command -v {p}")])
-                    .output()
-                    .map(|o| o.status.success())
-                    .unwrap_or(false)
-            })
-            .collect();
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-            .unwrap_or(false);
-        if !missing.is_empty() || !root {
-            let why = if missing.is_empty() {
-                "not running as root".to_string()
-            } else {
-                format!("{} not installed", missing.join(", "))
-            };
-            let msg = format!(
-                "\n!!!!!!!! SLURM TEST SKIPPED: {why}: the Slurm launch scripts were NOT tested. \
-                 Run scripts/setup.sh as root (it installs slurm-wlm slurmctld slurmd slurm-client munge).\n"
-            );
-            if std::env::var_os("SAGAN_REQUIRE_SLURM").is_some_and(|v| v == "1") {
-                panic!("{msg}(SAGAN_REQUIRE_SLURM=1)");
-            }
-            // Straight to the file descriptor: the test harness captures eprintln! of passing tests.
-            let _ = std::io::stderr().write_all(msg.as_bytes());
-            return None;
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("sagan-slurm-")
-            .tempdir()
-            .unwrap();
-        let cluster = Cluster { dir };
-        let out = Command::new("bash")
-            .arg(repo().join("tests/infra/local-slurm.sh"))
-            .arg("start")
-            .arg(cluster.dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "local-slurm.sh start failed:\n{}",
-            text(&out)
-        );
-        Some(cluster)
-    }
-
-    fn conf(&self) -> PathBuf {
-        self.dir.path().join("slurm.conf")
-    }
-
-    fn cmd(&self, program: &str) -> Command {
-        let mut c = Command::new(program);
-        c.env("SLURM_CONF", self.conf());
-        c
-    }
-
-    /// `scontrol show job` as key=value pairs (JobState, Restarts, ExitCode, ...).
-    fn job(&self, id: &str) -> HashMap<String, String> {
-        let out = self
-            .cmd("scontrol")
-            .args(["show", "job", "-o", id])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    fn daemon_logs(&self) -> String {
-        let mut s = String::new();
-        for f in ["slurmctld.out", "slurmd.out"] {
-            let t =
-                std::fs::read_to_string(self.dir.path().join("log").join(f)).unwrap_or_default();
-            let tail: Vec<&str> = t.lines().rev().take(25).collect();
-            s += &format!("--- {f} (last lines)\n");
-            for l in tail.into_iter().rev() {
-                s += l;
-                s += "\n";
-            }
-        }
-        s
-    }
-}
-
-impl Cluster {
-    /// Processes that belong to this cluster: its daemons, and every job process (they all
-    /// carry SLURM_CONF=<this cluster's slurm.conf>, from slurmd or from sbatch's environment).
-    fn processes(&self) -> Vec<(u32, String)> {
-        let tag = format!("SLURM_CONF={}", self.conf().display());
-        let mut found = Vec::new();
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            if pid == std::process::id() {
-                continue;
-            }
-            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-            if env.split(|&b| b == 0).any(|v| v == tag.as_bytes()) {
-                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-                found.push((pid, cmd));
-            }
-        }
-        found
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let out = Command::new("bash")
-            .arg(repo().join("tests/infra/local-slurm.sh"))
-            .arg("stop")
-            .arg(self.dir.path())
-            .output();
-        if let Ok(o) = out {
-            if !o.status.success() {
-                let _ = std::io::stderr()
-                    .write_all(format!("local-slurm.sh stop failed:\n{}", text(&o)).as_bytes());
-            }
-        }
-    }
 }
 
 /// One submitted training job: its submit directory (the "repository root" the job runs in),

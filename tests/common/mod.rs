@@ -3,6 +3,7 @@
 use std::process::{Command, Output};
 
 pub mod nodes;
+pub mod slurm;
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sagan")

@@ -7,6 +7,16 @@
 #   export SLURM_CONF=DIR/slurm.conf          # then sbatch, squeue, scontrol, scancel talk to it
 #   tests/infra/local-slurm.sh stop DIR    # stop exactly the daemons that `start DIR` started
 #
+#   tests/infra/local-slurm.sh start DIR --nodes N   # N (2 to 9) nodes in network namespaces
+#
+# With --nodes, tests/infra/nodes.sh makes a head and N nodes (network namespaces on a bridge,
+# their own addresses and host names, node1..nodeN): slurmctld runs on the head, one slurmd on
+# each node (NodeName=nodeK, NodeAddr its address, its own spool, pid and log files, and its own
+# mpi.conf: PMIx's client directories are named by job and step only, so nodes sharing one would
+# collide). munged is shared (its socket is a file, and the namespaces share the file system, as
+# nodes share a cluster file system). `stop DIR` stops the daemons, the jobs and the nodes.
+# DIR/nodes-env then holds the nodes' variables (SAGAN_NODES_NAME, SAGAN_NODES_ADDR_k, ...).
+#
 # Everything lives under DIR (config, munge key and socket, state, spool, logs, pid files) and the
 # two ports are picked free at start, so several instances (tests running in parallel, other users
 # of the machine) never share state. The system's /etc/slurm and /etc/munge are not touched.
@@ -17,10 +27,20 @@ usage() {
   echo "usage: $0 start|stop DIR" >&2
   exit 2
 }
-[ $# -eq 2 ] || usage
+[ $# -eq 2 ] || [ $# -eq 4 ] || usage
 action="$1"
 mkdir -p "$2"
 dir="$(cd "$2" && pwd)"
+nodes=0
+if [ $# -eq 4 ]; then
+  { [ "$action" = start ] && [ "$3" = --nodes ]; } || usage
+  [[ "$4" =~ ^[2-9]$ ]] || {
+    echo "local-slurm: --nodes: 2 to 9" >&2
+    exit 2
+  }
+  nodes="$4"
+fi
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 # Stops the daemon whose pid is in $1, if it is still the daemon we started (pids are reused).
 stop_daemon() {
@@ -40,10 +60,18 @@ stop_daemon() {
 }
 
 stop() {
-  stop_daemon "$dir/slurmd.pid"
+  local f
+  for f in "$dir/slurmd.pid" "$dir"/slurmd-node*.pid; do
+    [ -e "$f" ] && stop_daemon "$f"
+  done
   kill_jobs
   stop_daemon "$dir/slurmctld.pid"
   stop_daemon "$dir/munged.pid"
+  # The nodes last: removing them kills whatever still runs in them.
+  if [ -s "$dir/nodes-name" ]; then
+    bash "$here/nodes.sh" down --name "$(cat "$dir/nodes-name")" >/dev/null 2>&1 || true
+    rm -f "$dir/nodes-name"
+  fi
 }
 
 kill_jobs() {
@@ -56,7 +84,7 @@ kill_jobs() {
   while read -r pid ppid comm; do
     children[$ppid]+=" $pid"
     if [ "$comm" = slurmstepd ] &&
-      tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qxF "SLURM_CONF=$dir/slurm.conf"; then
+      tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qE "^SLURM_CONF=$dir/(node[0-9]/)?slurm.conf$"; then
       victims+=("$pid")
     fi
   done < <(ps -e -o pid=,ppid=,comm=)
@@ -112,20 +140,48 @@ start() {
   munged --force --key-file="$dir/munge.key" --socket="$dir/munge.socket" \
     --pid-file="$dir/munged.pid" --log-file="$dir/log/munged.log" --seed-file="$dir/munged.seed"
 
-  # slurmctld insists that SlurmctldHost is this machine's short host name; the address is
-  # loopback so nothing depends on DNS. If the host name does not resolve, localhost does.
-  host="$(hostname -s)"
-  getent hosts "$host" >/dev/null || host=localhost
-  # This machine's real topology, so slurmd accepts the node definition.
-  node_line="$(slurmd -C | head -n 1 | sed -E "s/^NodeName=[^ ]+/NodeName=$host/")"
   ctld_port="$(free_port)"
   slurmd_port="$(free_port)"
   while [ "$slurmd_port" = "$ctld_port" ]; do slurmd_port="$(free_port)"; done
+  local ctld_line node_lines daemon_files k name=""
+  if ((nodes)); then
+    # The nodes, under a name of at most 12 of [a-z0-9] that is this DIR's own.
+    local attrs addr_var
+    name="s$(printf '%s' "$dir" | cksum | cut -d' ' -f1)"
+    bash "$here/nodes.sh" up --name "$name" --nodes "$nodes" >/dev/null
+    echo "$name" >"$dir/nodes-name"
+    cp "${SAGAN_NODES_STATE:-/run/sagan-nodes}/$name/env" "$dir/nodes-env"
+    # shellcheck disable=SC1091 # written by nodes.sh up
+    . "$dir/nodes-env"
+    ctld_line="SlurmctldHost=head($SAGAN_NODES_HEAD_ADDR)"
+    # Every node claims this machine's CPUs: they share them, as the namespaces share its cores.
+    attrs="$(slurmd -C | head -n 1 | sed -E 's/^NodeName=[^ ]+ //')"
+    node_lines=""
+    for k in $(seq 1 "$nodes"); do
+      addr_var="SAGAN_NODES_ADDR_$k"
+      node_lines+="NodeName=node$k NodeAddr=${!addr_var} $attrs State=UNKNOWN"$'\n'
+    done
+    daemon_files="SlurmdSpoolDir=$dir/spool-%n
+SlurmdPidFile=$dir/slurmd-%n.pid
+SlurmdLogFile=$dir/log/slurmd-%n.log"
+  else
+    # slurmctld insists that SlurmctldHost is this machine's short host name; the address is
+    # loopback so nothing depends on DNS. If the host name does not resolve, localhost does.
+    host="$(hostname -s)"
+    getent hosts "$host" >/dev/null || host=localhost
+    ctld_line="SlurmctldHost=$host(127.0.0.1)"
+    # This machine's real topology, so slurmd accepts the node definition.
+    node_line="$(slurmd -C | head -n 1 | sed -E "s/^NodeName=[^ ]+/NodeName=$host/")"
+    node_lines="$node_line NodeAddr=127.0.0.1 State=UNKNOWN"$'\n'
+    daemon_files="SlurmdSpoolDir=$dir/spool
+SlurmdPidFile=$dir/slurmd.pid
+SlurmdLogFile=$dir/log/slurmd.log"
+  fi
 
   cat >"$dir/slurm.conf" <<EOF
 # Written by tests/infra/local-slurm.sh; everything under $dir.
 ClusterName=local$$
-SlurmctldHost=$host(127.0.0.1)
+$ctld_line
 SlurmctldPort=$ctld_port
 SlurmdPort=$slurmd_port
 SlurmUser=root
@@ -135,11 +191,9 @@ AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket=$dir/munge.socket,cred_expire=5
 StateSaveLocation=$dir/state
-SlurmdSpoolDir=$dir/spool
 SlurmctldPidFile=$dir/slurmctld.pid
-SlurmdPidFile=$dir/slurmd.pid
 SlurmctldLogFile=$dir/log/slurmctld.log
-SlurmdLogFile=$dir/log/slurmd.log
+$daemon_files
 TmpFS=$dir/tmp
 # No cgroups needed (containers, no systemd): processes tracked by parent pid, no binding.
 ProctrackType=proctrack/linuxproc
@@ -159,8 +213,7 @@ SchedulerParameters=sched_interval=1
 KillWait=10
 InactiveLimit=0
 MinJobAge=600
-$node_line NodeAddr=127.0.0.1 State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+${node_lines}PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 
   # PMIx puts each step's client directory under /tmp by default, named by job and step id only:
@@ -170,34 +223,57 @@ EOF
 
   # -D keeps them in the foreground so $! is the daemon; output goes to files (never to the
   # caller's pipes, which would keep e.g. a test's Command::output() waiting forever).
-  SLURM_CONF="$dir/slurm.conf" slurmctld -D -i -f "$dir/slurm.conf" \
-    >"$dir/log/slurmctld.out" 2>&1 </dev/null &
-  echo $! >"$dir/slurmctld.pid"
-  SLURM_CONF="$dir/slurm.conf" slurmd -D -N "$host" -f "$dir/slurm.conf" \
-    >"$dir/log/slurmd.out" 2>&1 </dev/null &
-  echo $! >"$dir/slurmd.pid"
-
-  # Wait until the node accepts jobs (usually about a second): at most 30 s by the clock (sinfo
-  # itself can wait long for a controller that is not there), and not at all once a daemon died.
-  local state="" deadline=$((SECONDS + 30)) daemon
-  while ((SECONDS < deadline)); do
-    state="$(SLURM_CONF="$dir/slurm.conf" timeout 3 sinfo -h -N -o '%T' 2>/dev/null | head -n 1 || true)"
-    case "$state" in idle | mixed | allocated) break ;; esac
-    for daemon in slurmctld slurmd; do
-      kill -0 "$(cat "$dir/$daemon.pid")" 2>/dev/null || state="$daemon exited"
+  if ((nodes)); then
+    # nsenter, not `ip netns exec`: that one mounts a fresh /sys without /sys/fs/cgroup, and
+    # slurmd will not start without it. Each program execs the next: $! is the daemon.
+    # shellcheck disable=SC2016 # $0 and $@ belong to the inner shell
+    SLURM_CONF="$dir/slurm.conf" nsenter --net="/run/netns/$name-head" unshare --uts \
+      sh -c 'hostname "$0" && exec "$@"' head slurmctld -D -i -f "$dir/slurm.conf" \
+      >"$dir/log/slurmctld.out" 2>&1 </dev/null &
+    echo $! >"$dir/slurmctld.pid"
+    for k in $(seq 1 "$nodes"); do
+      # A node's own copy of the config, beside its own mpi.conf (read from slurm.conf's directory).
+      mkdir -p "$dir/node$k" "$dir/pmix-node$k"
+      cp "$dir/slurm.conf" "$dir/node$k/slurm.conf"
+      echo "PMIxCliTmpDirBase=$dir/pmix-node$k" >"$dir/node$k/mpi.conf"
+      # shellcheck disable=SC2016 # $0 and $@ belong to the inner shell
+      SLURM_CONF="$dir/node$k/slurm.conf" nsenter --net="/run/netns/$name-node$k" unshare --uts \
+        sh -c 'hostname "$0" && exec "$@"' "node$k" slurmd -D -N "node$k" -f "$dir/node$k/slurm.conf" \
+        >"$dir/log/slurmd-node$k.out" 2>&1 </dev/null &
+      echo $! >"$dir/slurmd-node$k.pid"
     done
-    case "$state" in *exited) break ;; esac
+  else
+    SLURM_CONF="$dir/slurm.conf" slurmctld -D -i -f "$dir/slurm.conf" \
+      >"$dir/log/slurmctld.out" 2>&1 </dev/null &
+    echo $! >"$dir/slurmctld.pid"
+    SLURM_CONF="$dir/slurm.conf" slurmd -D -N "$host" -f "$dir/slurm.conf" \
+      >"$dir/log/slurmd.out" 2>&1 </dev/null &
+    echo $! >"$dir/slurmd.pid"
+  fi
+
+  # Wait until every node accepts jobs (usually a second or two): at most 30 s by the clock
+  # (sinfo itself can wait long for a controller that is not there), and not at all once a daemon
+  # has died.
+  local want=$((nodes > 0 ? nodes : 1)) ready=0 states="" deadline=$((SECONDS + 30)) f
+  while ((SECONDS < deadline)); do
+    states="$(SLURM_CONF="$dir/slurm.conf" timeout 3 sinfo -h -N -o '%T' 2>/dev/null | tr '\n' ' ' || true)"
+    ready=0
+    for f in $states; do
+      case "$f" in idle | mixed | allocated) ready=$((ready + 1)) ;; esac
+    done
+    ((ready < want)) || break
+    for f in "$dir"/slurmctld.pid "$dir"/slurmd*.pid; do
+      kill -0 "$(cat "$f")" 2>/dev/null || states="$(basename "$f" .pid) exited"
+    done
+    case "$states" in *exited) break ;; esac
     sleep 0.1
   done
-  case "$state" in
-    idle | mixed | allocated) ;;
-    *)
-      echo "local-slurm: node not ready (state '$state'; at most 30 s); logs in $dir/log:" >&2
-      tail -n 20 "$dir/log/"*.log >&2 || true
-      stop
-      exit 1
-      ;;
-  esac
+  if ((ready < want)); then
+    echo "local-slurm: $ready of $want node(s) ready (states '$states'; at most 30 s); logs in $dir/log:" >&2
+    tail -n 20 "$dir/log/"*.log >&2 || true
+    stop
+    exit 1
+  fi
   trap - ERR
   echo "export SLURM_CONF=$dir/slurm.conf"
 }

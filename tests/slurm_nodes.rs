@@ -1,0 +1,371 @@
+//! launch/slurm/train.sbatch on a real multi-node Slurm: slurmctld on a head and one slurmd per
+//! node, each node a network namespace with its own address and host name
+//! (tests/infra/local-slurm.sh start DIR --nodes N). srun starts the ranks on several nodes
+//! through PMIx, their traffic crosses the nodes' veth links, and a preemption reaches every rank
+//! on every node.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tch::Tensor;
+
+mod common;
+use common::bin;
+use common::slurm::{text, Cluster};
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The cluster with `nodes` namespace nodes, or None where Slurm is missing (as tests/slurm.rs)
+/// or the multi-host tests are skipped knowingly (SAGAN_SKIP_NODES=1).
+fn cluster(nodes: usize) -> Option<Cluster> {
+    if !common::nodes::available() {
+        return None;
+    }
+    Cluster::start_nodes(nodes)
+}
+
+/// The nodes' variables (SAGAN_NODES_VETH_k, ...) that local-slurm.sh saved.
+fn nodes_env(c: &Cluster) -> HashMap<String, String> {
+    std::fs::read_to_string(c.dir.path().join("nodes-env"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect()
+}
+
+/// Bytes in and out of node k's link, counted on the bridge side of its veth pair.
+fn link_bytes(c: &Cluster, k: usize) -> (u64, u64) {
+    let veth = nodes_env(c)[&format!("SAGAN_NODES_VETH_{k}")].clone();
+    let read = |what: &str| -> u64 {
+        std::fs::read_to_string(format!("/sys/class/net/{veth}/statistics/{what}"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    (read("rx_bytes"), read("tx_bytes"))
+}
+
+struct Job<'a> {
+    cluster: &'a Cluster,
+    submit: tempfile::TempDir,
+    name: String,
+    id: String,
+    steps: i64,
+}
+
+/// sbatch of train.sbatch with srun, `nodes` x `per_node` ranks of a tiny CPU model.
+fn submit<'a>(
+    c: &'a Cluster,
+    name: &str,
+    nodes: usize,
+    per_node: usize,
+    steps: i64,
+    extra: &[&str],
+) -> Job<'a> {
+    let submit = tempfile::Builder::new()
+        .prefix("sagan-nodes-submit-")
+        .tempdir()
+        .unwrap();
+    std::os::unix::fs::symlink(repo().join("launch"), submit.path().join("launch")).unwrap();
+    let mut sets: Vec<String> = vec![
+        format!("train.steps={steps}"),
+        "train.log_every=1".into(),
+        "train.sample_every=0".into(),
+        "train.checkpoint_every=10".into(),
+        "model.g_ch=16".into(),
+        "model.d_ch=16".into(),
+        "model.z_dim=32".into(),
+        "train.batch_size=16".into(),
+        "dist.sync_check_every=10".into(),
+        "dist.dump_rank_state=true".into(),
+        "eval.enabled=false".into(),
+    ];
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    let out = c
+        .cmd("sbatch")
+        .current_dir(submit.path())
+        .env("SAGAN_BIN", bin())
+        .env("SAGAN_LAUNCHER", "srun")
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .args(["--parsable", "-J", name])
+        .arg(format!("--nodes={nodes}"))
+        .arg(format!("--ntasks-per-node={per_node}"))
+        .args(["--cpus-per-task=1", "--time=10"])
+        .arg(repo().join("launch/slurm/train.sbatch"))
+        .arg("--config")
+        .arg(repo().join("configs/fmnist32.toml"))
+        .args(sets.iter().flat_map(|s| ["--set".to_string(), s.clone()]))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sbatch failed:\n{}", text(&out));
+    let id = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    Job {
+        cluster: c,
+        submit,
+        name: name.to_string(),
+        id,
+        steps,
+    }
+}
+
+impl Job<'_> {
+    fn run_dir(&self) -> PathBuf {
+        self.submit.path().join("runs").join(&self.name)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(
+            self.submit
+                .path()
+                .join(format!("slurm-{}-{}.out", self.name, self.id)),
+        )
+        .unwrap_or_else(|e| format!("<no job log: {e}>"))
+    }
+
+    fn diagnose(&self) -> String {
+        format!(
+            "job {} {:?}\n--- job log\n{}\n{}",
+            self.id,
+            self.cluster.job(&self.id),
+            self.log(),
+            self.cluster.daemon_logs()
+        )
+    }
+
+    fn wait_for_step(&self, step: i64) {
+        let t0 = Instant::now();
+        while common::logged_steps(&self.run_dir())
+            .last()
+            .copied()
+            .unwrap_or(0)
+            < step
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "step {step} never logged\n{}",
+                self.diagnose()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn wait_end(&self, secs: u64) -> HashMap<String, String> {
+        let t0 = Instant::now();
+        loop {
+            let j = self.cluster.job(&self.id);
+            let state = j.get("JobState").cloned().unwrap_or_default();
+            if ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"]
+                .contains(&state.as_str())
+            {
+                return j;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(secs),
+                "job did not end in {secs} s\n{}",
+                self.diagnose()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    fn assert_every_step_once(&self) {
+        let want: Vec<i64> = (1..=self.steps).collect();
+        assert_eq!(
+            common::logged_steps(&self.run_dir()),
+            want,
+            "every step exactly once\n{}",
+            self.diagnose()
+        );
+    }
+
+    /// Every rank's replicated state (dist.dump_rank_state) equals rank 0's, bit for bit.
+    fn assert_ranks_identical(&self, ranks: usize) {
+        let read = |r: usize| {
+            let mut v = Tensor::read_safetensors(
+                self.run_dir()
+                    .join(format!("rank_state/rank{r}.safetensors")),
+            )
+            .unwrap_or_else(|e| panic!("rank {r}: {e}\n{}", self.diagnose()));
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let first = read(0);
+        assert!(first.len() > 50, "{} tensors", first.len());
+        for r in 1..ranks {
+            let other = read(r);
+            assert_eq!(other.len(), first.len());
+            for ((na, ta), (nb, tb)) in first.iter().zip(&other) {
+                assert_eq!(na, nb);
+                assert!(ta.equal(tb), "rank {r}: {na} differs from rank 0's");
+            }
+        }
+    }
+}
+
+/// `nodes` x `per_node` ranks: the nodes are idle in sinfo, srun reaches each, the job trains
+/// to the end with its ranks placed node by node, every rank ends identical, and every step's
+/// gradients crossed every node's link.
+fn trains_across(nodes: usize, per_node: usize) {
+    let Some(c) = cluster(nodes) else {
+        return;
+    };
+    let t0 = Instant::now();
+    let sinfo = text(
+        &c.cmd("sinfo")
+            .args(["-h", "-N", "-o", "%N %T"])
+            .output()
+            .unwrap(),
+    );
+    let want: Vec<String> = (1..=nodes).map(|k| format!("node{k} idle")).collect();
+    assert_eq!(sinfo.lines().collect::<Vec<_>>(), want, "{sinfo}");
+    let hosts = c
+        .cmd("srun")
+        .args([&format!("-N{nodes}"), "hostname"])
+        .output()
+        .unwrap();
+    let mut names: Vec<String> = text(&hosts)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        (1..=nodes).map(|k| format!("node{k}")).collect::<Vec<_>>(),
+        "{}",
+        text(&hosts)
+    );
+
+    let before: Vec<(u64, u64)> = (1..=nodes).map(|k| link_bytes(&c, k)).collect();
+    let steps = 20;
+    let job = submit(
+        &c,
+        &format!("n{nodes}x{per_node}"),
+        nodes,
+        per_node,
+        steps,
+        &[],
+    );
+    let end = job.wait_end(240);
+    assert_eq!(end["JobState"], "COMPLETED", "{}", job.diagnose());
+    let log = job.log();
+    let ranks = nodes * per_node;
+    let placed: Vec<String> = (0..nodes)
+        .map(|n| {
+            let rs: Vec<String> = (n * per_node..(n + 1) * per_node)
+                .map(|r| r.to_string())
+                .collect();
+            let local: Vec<String> = (0..per_node).map(|r| r.to_string()).collect();
+            format!(
+                "node{} ranks {} (local {})",
+                n + 1,
+                rs.join(","),
+                local.join(",")
+            )
+        })
+        .collect();
+    let line = format!(
+        "sagan: {ranks} rank(s) on {nodes} host(s): {}",
+        placed.join("; ")
+    );
+    assert!(
+        log.contains(&line),
+        "wanted {line:?} in\n{}",
+        job.diagnose()
+    );
+    assert!(log.contains("srun --mpi=pmix"), "{log}");
+    job.assert_every_step_once();
+    job.assert_ranks_identical(ranks);
+    let grad_bytes = steps as u64 * 4 * gradient_elements(&log);
+    for k in 1..=nodes {
+        let (b, a) = (before[k - 1], link_bytes(&c, k));
+        let (rx, tx) = (a.0 - b.0, a.1 - b.1);
+        eprintln!("slurm nodes: node{k}'s link {rx} B in, {tx} B out; gradients {grad_bytes} B");
+        assert!(rx >= grad_bytes && tx >= grad_bytes, "node{k}'s link carried {rx} B in and {tx} B out, less than {grad_bytes} B of gradients");
+    }
+    eprintln!(
+        "slurm nodes: {nodes} nodes x {per_node} rank(s), {steps} steps: {:?}",
+        t0.elapsed()
+    );
+}
+
+/// G's and D's parameter counts from the trainer's start-up line.
+fn gradient_elements(out: &str) -> u64 {
+    let line = out
+        .lines()
+        .find(|l| l.contains(" params, D "))
+        .unwrap_or_else(|| panic!("no start-up line:\n{out}"));
+    let num_before = |word: &str| -> u64 {
+        let i = line.find(word).unwrap();
+        line[..i]
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    num_before(" params, D") + num_before(" params, steps")
+}
+
+#[test]
+fn two_nodes_one_rank_each_train_through_srun_and_end_identical() {
+    trains_across(2, 1);
+}
+
+#[test]
+fn two_nodes_two_ranks_each_train_through_srun_and_end_identical() {
+    trains_across(2, 2);
+}
+
+#[test]
+fn usr1_reaches_every_rank_on_every_node_and_the_requeued_job_runs_every_step_once() {
+    let Some(c) = cluster(2) else {
+        return;
+    };
+    let t0 = Instant::now();
+    let job = submit(&c, "preempt2", 2, 1, 30, &["train.checkpoint_every=1000"]);
+    job.wait_for_step(8);
+    let out = c
+        .cmd("scancel")
+        .args(["--signal=USR1", &job.id])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "scancel: {}", text(&out));
+    let end = job.wait_end(240);
+    let log = job.log();
+    assert_eq!(end["JobState"], "COMPLETED", "{}", job.diagnose());
+    assert_eq!(end["Restarts"], "1", "{}", job.diagnose());
+    assert!(log.contains("requeued job"), "{log}");
+    let stops: Vec<i64> = std::fs::read_dir(job.run_dir().join("checkpoints"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| n.strip_prefix("step_")?.parse().ok())
+        .filter(|&s| s < job.steps)
+        .collect();
+    assert_eq!(
+        stops.len(),
+        1,
+        "one checkpoint before the end, the preemption's: {stops:?}\n{}",
+        job.diagnose()
+    );
+    assert!(
+        log.matches("sagan: 2 rank(s) on 2 host(s)").count() == 2,
+        "both jobs spanned both nodes\n{log}"
+    );
+    job.assert_every_step_once();
+    job.assert_ranks_identical(2);
+    eprintln!(
+        "slurm nodes: preempted at step {}, requeued and finished in {:?}",
+        stops[0],
+        t0.elapsed()
+    );
+}
