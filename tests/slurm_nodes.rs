@@ -51,26 +51,49 @@ fn link_bytes(c: &Cluster, k: usize) -> (u64, u64) {
 
 struct Job<'a> {
     cluster: &'a Cluster,
-    submit: tempfile::TempDir,
+    submit: PathBuf,
     name: String,
     id: String,
     steps: i64,
 }
 
-/// sbatch of train.sbatch with srun, `nodes` x `per_node` ranks of a tiny CPU model.
+/// A submit directory (the "repository root" jobs run in): launch/ as in a checkout.
+fn submit_dir() -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix("sagan-nodes-submit-")
+        .tempdir()
+        .unwrap();
+    std::os::unix::fs::symlink(repo().join("launch"), d.path().join("launch")).unwrap();
+    d
+}
+
+/// sbatch of train.sbatch with srun from `dir`, `nodes` x `per_node` ranks of a tiny CPU model.
+/// The same `name` from the same `dir` is the same run (a resubmission continues it).
 fn submit<'a>(
     c: &'a Cluster,
+    dir: &Path,
     name: &str,
     nodes: usize,
     per_node: usize,
     steps: i64,
     extra: &[&str],
 ) -> Job<'a> {
-    let submit = tempfile::Builder::new()
-        .prefix("sagan-nodes-submit-")
-        .tempdir()
-        .unwrap();
-    std::os::unix::fs::symlink(repo().join("launch"), submit.path().join("launch")).unwrap();
+    let shape = [
+        format!("--nodes={nodes}"),
+        format!("--ntasks-per-node={per_node}"),
+    ];
+    submit_shaped(c, dir, name, &shape, steps, extra)
+}
+
+/// As `submit`, with the job's shape as sbatch options.
+fn submit_shaped<'a>(
+    c: &'a Cluster,
+    dir: &Path,
+    name: &str,
+    shape: &[String],
+    steps: i64,
+    extra: &[&str],
+) -> Job<'a> {
     let mut sets: Vec<String> = vec![
         format!("train.steps={steps}"),
         "train.log_every=1".into(),
@@ -87,14 +110,13 @@ fn submit<'a>(
     sets.extend(extra.iter().map(|s| s.to_string()));
     let out = c
         .cmd("sbatch")
-        .current_dir(submit.path())
+        .current_dir(dir)
         .env("SAGAN_BIN", bin())
         .env("SAGAN_LAUNCHER", "srun")
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .args(["--parsable", "-J", name])
-        .arg(format!("--nodes={nodes}"))
-        .arg(format!("--ntasks-per-node={per_node}"))
+        .args(shape)
         .args(["--cpus-per-task=1", "--time=10"])
         .arg(repo().join("launch/slurm/train.sbatch"))
         .arg("--config")
@@ -111,7 +133,7 @@ fn submit<'a>(
         .to_string();
     Job {
         cluster: c,
-        submit,
+        submit: dir.to_path_buf(),
         name: name.to_string(),
         id,
         steps,
@@ -120,13 +142,12 @@ fn submit<'a>(
 
 impl Job<'_> {
     fn run_dir(&self) -> PathBuf {
-        self.submit.path().join("runs").join(&self.name)
+        self.submit.join("runs").join(&self.name)
     }
 
     fn log(&self) -> String {
         std::fs::read_to_string(
             self.submit
-                .path()
                 .join(format!("slurm-{}-{}.out", self.name, self.id)),
         )
         .unwrap_or_else(|e| format!("<no job log: {e}>"))
@@ -159,14 +180,35 @@ impl Job<'_> {
         }
     }
 
+    /// Waits for a final state.
     fn wait_end(&self, secs: u64) -> HashMap<String, String> {
+        self.wait_for_state(
+            secs,
+            &["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"],
+        )
+    }
+
+    /// Waits until the batch script has ended: a final state, or COMPLETING (where the job waits
+    /// on a node that is gone, its other nodes are free again).
+    fn wait_batch_end(&self, secs: u64) -> HashMap<String, String> {
+        self.wait_for_state(
+            secs,
+            &[
+                "COMPLETING",
+                "COMPLETED",
+                "FAILED",
+                "CANCELLED",
+                "NODE_FAIL",
+            ],
+        )
+    }
+
+    fn wait_for_state(&self, secs: u64, states: &[&str]) -> HashMap<String, String> {
         let t0 = Instant::now();
         loop {
             let j = self.cluster.job(&self.id);
             let state = j.get("JobState").cloned().unwrap_or_default();
-            if ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"]
-                .contains(&state.as_str())
-            {
+            if states.contains(&state.as_str()) {
                 return j;
             }
             assert!(
@@ -247,8 +289,10 @@ fn trains_across(nodes: usize, per_node: usize) {
 
     let before: Vec<(u64, u64)> = (1..=nodes).map(|k| link_bytes(&c, k)).collect();
     let steps = 20;
+    let dir = submit_dir();
     let job = submit(
         &c,
+        dir.path(),
         &format!("n{nodes}x{per_node}"),
         nodes,
         per_node,
@@ -332,7 +376,16 @@ fn usr1_reaches_every_rank_on_every_node_and_the_requeued_job_runs_every_step_on
         return;
     };
     let t0 = Instant::now();
-    let job = submit(&c, "preempt2", 2, 1, 30, &["train.checkpoint_every=1000"]);
+    let dir = submit_dir();
+    let job = submit(
+        &c,
+        dir.path(),
+        "preempt2",
+        2,
+        1,
+        30,
+        &["train.checkpoint_every=1000"],
+    );
     job.wait_for_step(8);
     let out = c
         .cmd("scancel")
@@ -367,5 +420,152 @@ fn usr1_reaches_every_rank_on_every_node_and_the_requeued_job_runs_every_step_on
         "slurm nodes: preempted at step {}, requeued and finished in {:?}",
         stops[0],
         t0.elapsed()
+    );
+}
+
+/// Processes of the job still alive anywhere: srun, step daemons, ranks (the cluster's own
+/// slurmctld and slurmd are not the job's).
+fn job_leftovers(c: &Cluster) -> Vec<(u32, String)> {
+    c.processes()
+        .into_iter()
+        .filter(|(_, cmd)| {
+            let prog = cmd
+                .trim_start_matches([':', ' '])
+                .split(' ')
+                .next()
+                .unwrap_or("");
+            !["slurmctld", "slurmscriptd", "slurmd"].contains(&prog)
+        })
+        .collect()
+}
+
+#[test]
+fn losing_a_node_ends_the_job_in_time_naming_it_and_a_resume_on_the_other_node_finishes() {
+    let Some(c) = cluster(2) else {
+        return;
+    };
+    let timeout = 15;
+    let dir = submit_dir();
+    let timeout_set = format!("dist.timeout_s={timeout}");
+    let extra = [timeout_set.as_str(), "train.checkpoint_every=10"];
+    let job = submit(&c, dir.path(), "lose2", 2, 1, 100_000, &extra);
+    job.wait_for_step(14);
+    // Everything in node2's namespace: its slurmd, the step daemon and the rank.
+    let ns = format!("{}-node2", nodes_env(&c)["SAGAN_NODES_NAME"]);
+    let pids = std::process::Command::new("ip")
+        .args(["netns", "pids", &ns])
+        .output()
+        .unwrap();
+    let victims: Vec<String> = text(&pids).split_whitespace().map(str::to_string).collect();
+    assert!(victims.len() >= 3, "node2 runs {victims:?}");
+    let killed = Instant::now();
+    let _ = std::process::Command::new("kill")
+        .arg("-KILL")
+        .args(&victims)
+        .status();
+    let end = job.wait_batch_end(timeout as u64 + 30);
+    let took = killed.elapsed();
+    assert_ne!(end["JobState"], "COMPLETED", "{}", job.diagnose());
+    let log = job.log();
+    assert!(log.contains("training failed"), "{}", job.diagnose());
+    // Rank 0's watchdog names the ranks it may be waiting for: of two, exactly the lost one.
+    let named = log
+        .lines()
+        .find(|l| {
+            l.contains("watchdog: at step")
+                && l.contains("rank 0 is on node1; the other ranks: node2 ranks 1")
+        })
+        .map(str::to_string);
+    assert!(
+        named.is_some(),
+        "no line names the lost node and rank:\n{}",
+        job.diagnose()
+    );
+    assert!(
+        common::wait_for(10.0, || job_leftovers(&c).is_empty()),
+        "left behind: {:?}",
+        job_leftovers(&c)
+    );
+    // The last checkpoint is whole: a new job of the same name on node1 alone (both ranks there)
+    // resumes from it and finishes.
+    let latest = std::fs::read_to_string(job.run_dir().join("checkpoints/latest")).unwrap();
+    let at: i64 = latest.trim().trim_start_matches("step_").parse().unwrap();
+    assert!(at >= 10, "{latest}");
+    eprintln!(
+        "slurm nodes: node2 killed at step >= 14; the job ended ({}) after {took:?}, naming {:?}; last checkpoint {}",
+        end["JobState"],
+        named.unwrap().trim(),
+        latest.trim()
+    );
+    let steps = at + 6;
+    let again = submit(&c, dir.path(), "lose2", 1, 2, steps, &extra);
+    let end = again.wait_end(240);
+    assert_eq!(end["JobState"], "COMPLETED", "{}", again.diagnose());
+    let log = again.log();
+    assert!(
+        log.contains("sagan: 2 rank(s) on 1 host(s): node1 ranks 0,1"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("step_{at:08}")),
+        "resumed from the last checkpoint:\n{log}"
+    );
+    let logged = common::logged_steps(&job.run_dir());
+    assert_eq!(logged.last().copied(), Some(steps), "{logged:?}");
+    assert_eq!(
+        logged.iter().filter(|&&s| s > at).count() as i64,
+        steps - at,
+        "{logged:?}"
+    );
+}
+
+#[test]
+fn a_run_moves_from_one_node_to_two_and_a_world_that_cannot_split_the_batch_is_refused() {
+    let Some(c) = cluster(2) else {
+        return;
+    };
+    let dir = submit_dir();
+    // 18 images split over 2 ranks, not over 4.
+    let batch = ["train.batch_size=18"];
+    let first = submit(&c, dir.path(), "grow", 1, 2, 10, &batch);
+    let end = first.wait_end(240);
+    assert_eq!(end["JobState"], "COMPLETED", "{}", first.diagnose());
+    assert!(
+        first
+            .log()
+            .contains("sagan: 2 rank(s) on 1 host(s): node1 ranks 0,1"),
+        "{}",
+        first.log()
+    );
+    // The same run continued on two nodes, one rank each (train.steps may grow on a resume).
+    let second = submit(&c, dir.path(), "grow", 2, 1, 20, &batch);
+    let end = second.wait_end(240);
+    assert_eq!(end["JobState"], "COMPLETED", "{}", second.diagnose());
+    let log = second.log();
+    assert!(
+        log.contains(
+            "sagan: 2 rank(s) on 2 host(s): node1 ranks 0 (local 0); node2 ranks 1 (local 0)"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("step_00000010"),
+        "resumed from the first job's end:\n{log}"
+    );
+    second.assert_every_step_once();
+    second.assert_ranks_identical(2);
+    // Four ranks cannot split the global batch of 18: the job fails at once, saying why.
+    let third = submit(&c, dir.path(), "grow", 2, 2, 30, &batch);
+    let end = third.wait_end(120);
+    assert_eq!(end["JobState"], "FAILED", "{}", third.diagnose());
+    let log = third.log();
+    assert!(
+        log.contains("key `train.batch_size` = 18 is not divisible by the 4 ranks"),
+        "{log}"
+    );
+    assert_eq!(
+        common::logged_steps(&third.run_dir()).len(),
+        20,
+        "nothing trained by the refused job"
     );
 }

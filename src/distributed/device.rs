@@ -145,6 +145,32 @@ pub fn plan(kind: BackendKind, rank: usize, views: &[RankView], threads: i64) ->
     })
 }
 
+/// For the watchdog's timeout message: "rank 0 is on node1; the other ranks: node2 ranks 1", hosts
+/// in order of their first rank.
+pub fn describe_peers(views: &[RankView], me: usize) -> String {
+    let mut hosts: Vec<&str> = Vec::new();
+    for v in views {
+        if !hosts.contains(&v.host.as_str()) {
+            hosts.push(&v.host);
+        }
+    }
+    let parts: Vec<String> = hosts
+        .iter()
+        .filter_map(|h| {
+            let on: Vec<String> = (0..views.len())
+                .filter(|&r| r != me && views[r].host == *h)
+                .map(|r| r.to_string())
+                .collect();
+            (!on.is_empty()).then(|| format!("{h} ranks {}", on.join(",")))
+        })
+        .collect();
+    format!(
+        "rank {me} is on {}; the other ranks: {}",
+        views[me].host,
+        parts.join("; ")
+    )
+}
+
 /// Where the ranks run, for the start-up line: "4 rank(s) on 2 host(s): node1 ranks 0,1 (local
 /// 0,1); node2 ranks 2,3 (local 0,1)", hosts in order of their first rank, local ranks as MPI
 /// numbers them. Then one warning per rank whose MPI local rank is not its index among the ranks
@@ -280,6 +306,23 @@ mod tests {
             local_rank: 0,
             unusable_gpus: None,
         }
+    }
+
+    #[test]
+    fn peers_are_the_other_ranks_by_host() {
+        let views = vec![
+            view("node1", 0, &[0]),
+            view("node2", 0, &[0]),
+            view("node1", 0, &[1]),
+        ];
+        assert_eq!(
+            describe_peers(&views, 0),
+            "rank 0 is on node1; the other ranks: node1 ranks 2; node2 ranks 1"
+        );
+        assert_eq!(
+            describe_peers(&views[..2], 1),
+            "rank 1 is on node2; the other ranks: node1 ranks 0"
+        );
     }
 
     #[test]

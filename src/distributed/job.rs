@@ -37,6 +37,9 @@ pub fn join(cfg: &Config) -> Result<Rank> {
         None => bootstrap,
     };
     let views = gather_views(bootstrap.as_ref(), world.local_rank)?;
+    if let Some(d) = &dog {
+        d.set_peers(device::describe_peers(&views, world.rank));
+    }
     if world.rank == 0 && world.size > 1 {
         let (line, warnings) = device::describe_hosts(&views);
         println!("sagan: {line}");

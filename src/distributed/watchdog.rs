@@ -34,6 +34,8 @@ struct State {
 struct Shared {
     timeout: Duration,
     rank: usize,
+    /// Where this rank and the others run, once known (see [`Watchdog::set_peers`]).
+    peers: Mutex<Option<String>>,
     state: Mutex<State>,
     async_check: Mutex<Option<AsyncCheck>>,
 }
@@ -48,6 +50,7 @@ impl Watchdog {
         let shared = Arc::new(Shared {
             timeout,
             rank,
+            peers: Mutex::new(None),
             state: Mutex::new(State::default()),
             async_check: Mutex::new(None),
         });
@@ -71,6 +74,12 @@ impl Watchdog {
     }
 
     /// Also polls `check` (e.g. ncclCommGetAsyncError) every round; an error ends the job.
+    /// Where the ranks run ("rank 0 is on node1; the other ranks: node2 ranks 1"): a timeout
+    /// names the hosts whose ranks it may be waiting for, since the collective cannot.
+    pub fn set_peers(&self, peers: String) {
+        *self.0.peers.lock().unwrap_or_else(|p| p.into_inner()) = Some(peers);
+    }
+
     pub fn watch_async_errors(&self, check: impl Fn() -> Result<()> + Send + 'static) {
         *self.0.async_check.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(check));
     }
@@ -123,11 +132,15 @@ impl Watchdog {
         } else {
             String::new()
         };
+        let peers = match &*self.0.peers.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(p) => format!(" ({p})"),
+            None => String::new(),
+        };
         Some(format!(
             "{place}: {}{size} (collective #{} of this rank) has not completed after {:.0} s \
              (dist.timeout_s = {}); another rank stopped taking part (stopped, hung, or its node or \
              link lost), and MPI/NCCL cannot say which: ranks that print this line were waiting, \
-             the others were not",
+             the others were not{peers}",
             f.op,
             s.collectives,
             waited.as_secs_f64(),
@@ -166,6 +179,7 @@ mod tests {
         let dog = Watchdog(Arc::new(Shared {
             timeout: Duration::from_millis(10),
             rank: 0,
+            peers: Mutex::new(None),
             state: Mutex::new(State::default()),
             async_check: Mutex::new(None),
         }));
@@ -176,6 +190,10 @@ mod tests {
         let msg = dog.overdue().expect("overdue");
         assert!(msg.contains("at step 12 (G step)"), "{msg}");
         assert!(msg.contains("all-reduce of 97410 elements"), "{msg}");
+        assert!(!msg.contains("the other ranks"), "{msg}");
+        dog.set_peers("rank 0 is on a; the other ranks: b ranks 1".into());
+        let msg = dog.overdue().expect("overdue");
+        assert!(msg.ends_with("(rank 0 is on a; the other ranks: b ranks 1)"), "{msg}");
         drop(g);
         assert!(dog.overdue().is_none());
         dog.watch_async_errors(|| Err(Error::Dist("peer gone".into())));

@@ -233,7 +233,7 @@ EOF
     echo $! >"$dir/slurmctld.pid"
     for k in $(seq 1 "$nodes"); do
       # A node's own copy of the config, beside its own mpi.conf (read from slurm.conf's directory).
-      mkdir -p "$dir/node$k" "$dir/pmix-node$k"
+      mkdir -p "$dir/node$k" "$dir/pmix-node$k" "$dir/spool-node$k"
       cp "$dir/slurm.conf" "$dir/node$k/slurm.conf"
       echo "PMIxCliTmpDirBase=$dir/pmix-node$k" >"$dir/node$k/mpi.conf"
       # shellcheck disable=SC2016 # $0 and $@ belong to the inner shell
