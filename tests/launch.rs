@@ -389,6 +389,7 @@ fn launch_and_setup_scripts_are_shellcheck_clean() {
         "tests/infra/local-slurm.sh",
         "bench/run.sh",
         "bench/overlap_nodes.sh",
+        "bench/slurm_nodes.sh",
         "scripts/setup.sh",
         "scripts/test.sh",
         "scripts/demo.sh",

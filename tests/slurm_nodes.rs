@@ -569,3 +569,67 @@ fn a_run_moves_from_one_node_to_two_and_a_world_that_cannot_split_the_batch_is_r
         "nothing trained by the refused job"
     );
 }
+
+/// The median seconds per step of a finished run (summary.json).
+fn median_step(run: &Path) -> f64 {
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    s["median_step_seconds"].as_f64().unwrap()
+}
+
+#[test]
+fn a_slow_link_to_one_node_slows_the_steps_and_corrupts_nothing() {
+    let Some(c) = cluster(2) else {
+        return;
+    };
+    let dir = submit_dir();
+    let steps = 20;
+    let fast = submit(&c, dir.path(), "fast", 2, 1, steps, &[]);
+    assert_eq!(
+        fast.wait_end(240)["JobState"],
+        "COMPLETED",
+        "{}",
+        fast.diagnose()
+    );
+    let name = nodes_env(&c)["SAGAN_NODES_NAME"].clone();
+    // nodes.sh SUBCOMMAND --name NAME ARGS...
+    let delay = |args: &[&str]| {
+        let o = std::process::Command::new("bash")
+            .arg(repo().join("tests/infra/nodes.sh"))
+            .arg(args[0])
+            .args(["--name", &name])
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "nodes.sh {args:?}: {}", text(&o));
+    };
+    // 5 ms more each way on node2's link: every all-reduce waits for it.
+    let ms = 5;
+    delay(&["delay", "node2", &ms.to_string()]);
+    let slow = submit(&c, dir.path(), "slow", 2, 1, steps, &[]);
+    let end = slow.wait_end(240);
+    delay(&["undelay", "node2"]);
+    assert_eq!(end["JobState"], "COMPLETED", "{}", slow.diagnose());
+    slow.assert_every_step_once();
+    slow.assert_ranks_identical(2);
+    // The same seed and data: the delay changes the time, not one bit of the weights.
+    for r in 0..2 {
+        let read = |j: &Job| {
+            let mut v = Tensor::read_safetensors(
+                j.run_dir().join(format!("rank_state/rank{r}.safetensors")),
+            )
+            .unwrap();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        for ((n, a), (_, b)) in read(&fast).iter().zip(&read(&slow)) {
+            assert!(a.equal(b), "rank {r}: {n} differs with the slow link");
+        }
+    }
+    let (t_fast, t_slow) = (median_step(&fast.run_dir()), median_step(&slow.run_dir()));
+    eprintln!("slurm nodes: median step {t_fast:.4} s, with {ms} ms more latency on node2's link {t_slow:.4} s");
+    assert!(
+        t_slow > t_fast,
+        "the delay did not show in the step time: {t_fast} s -> {t_slow} s"
+    );
+}

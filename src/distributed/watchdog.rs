@@ -193,7 +193,10 @@ mod tests {
         assert!(!msg.contains("the other ranks"), "{msg}");
         dog.set_peers("rank 0 is on a; the other ranks: b ranks 1".into());
         let msg = dog.overdue().expect("overdue");
-        assert!(msg.ends_with("(rank 0 is on a; the other ranks: b ranks 1)"), "{msg}");
+        assert!(
+            msg.ends_with("(rank 0 is on a; the other ranks: b ranks 1)"),
+            "{msg}"
+        );
         drop(g);
         assert!(dog.overdue().is_none());
         dog.watch_async_errors(|| Err(Error::Dist("peer gone".into())));
