@@ -178,3 +178,29 @@ fn a_stopped_sweep_started_again_skips_the_finished_run_and_resumes_the_other() 
         "{err}"
     );
 }
+
+#[test]
+fn the_shipped_ablation_grid_expands_against_the_default_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/sweeps/ablations.toml");
+    let out = dir.path().join("ablations");
+    let text = ok(&sweep(&grid, &out, 3, &[])
+        .arg("--dry-run")
+        .output()
+        .unwrap());
+    assert!(text.contains("6 arm(s) x 3 seed(s) = 18 run(s)"), "{text}");
+    for arm in [
+        "default",
+        "attn-none",
+        "attn-g8",
+        "attn-g32",
+        "sn-d-only",
+        "ttur",
+    ] {
+        assert!(
+            text.contains(&format!("  {arm}/seed2  [not started]")),
+            "{arm}: {text}"
+        );
+    }
+    assert!(!out.exists());
+}
