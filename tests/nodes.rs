@@ -60,24 +60,6 @@ fn placement(root: u32, ranks: usize, secs: f64) -> Vec<(usize, usize, u64)> {
     found
 }
 
-/// "G 25602 params, D 17202 params" of the start-up line: the elements all-reduced per step.
-fn gradient_elements(out: &str) -> u64 {
-    let line = out
-        .lines()
-        .find(|l| l.contains(" params, D "))
-        .unwrap_or_else(|| panic!("no start-up line:\n{out}"));
-    let num_before = |word: &str| -> u64 {
-        let i = line.find(word).unwrap();
-        line[..i]
-            .split_whitespace()
-            .last()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    num_before(" params, D") + num_before(" params, steps")
-}
-
 fn sorted_state(path: &Path) -> Vec<(String, Tensor)> {
     let mut v = Tensor::read_safetensors(path).unwrap();
     v.sort_by(|a, b| a.0.cmp(&b.0));
@@ -136,7 +118,7 @@ fn across_two_nodes(per_node: usize) {
 
     // Every all-reduce moves each gradient element across the cut between the nodes in both
     // directions at least once, 4 bytes each (float32), whatever the algorithm.
-    let grad_bytes = steps as u64 * 4 * gradient_elements(&out);
+    let grad_bytes = steps as u64 * 4 * common::nodes::gradient_elements(&out);
     for (k, (b, a)) in before.iter().zip(&after).enumerate() {
         let (rx, tx) = (a.0 - b.0, a.1 - b.1);
         eprintln!(

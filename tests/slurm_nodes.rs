@@ -329,7 +329,7 @@ fn trains_across(nodes: usize, per_node: usize) {
     assert!(log.contains("srun --mpi=pmix"), "{log}");
     job.assert_every_step_once();
     job.assert_ranks_identical(ranks);
-    let grad_bytes = steps as u64 * 4 * gradient_elements(&log);
+    let grad_bytes = steps as u64 * 4 * common::nodes::gradient_elements(&log);
     for k in 1..=nodes {
         let (b, a) = (before[k - 1], link_bytes(&c, k));
         let (rx, tx) = (a.0 - b.0, a.1 - b.1);
@@ -340,24 +340,6 @@ fn trains_across(nodes: usize, per_node: usize) {
         "slurm nodes: {nodes} nodes x {per_node} rank(s), {steps} steps: {:?}",
         t0.elapsed()
     );
-}
-
-/// G's and D's parameter counts from the trainer's start-up line.
-fn gradient_elements(out: &str) -> u64 {
-    let line = out
-        .lines()
-        .find(|l| l.contains(" params, D "))
-        .unwrap_or_else(|| panic!("no start-up line:\n{out}"));
-    let num_before = |word: &str| -> u64 {
-        let i = line.find(word).unwrap();
-        line[..i]
-            .split_whitespace()
-            .last()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    num_before(" params, D") + num_before(" params, steps")
 }
 
 #[test]

@@ -298,3 +298,21 @@ impl Drop for Job {
         }
     }
 }
+
+/// "G 25602 params, D 17202 params" of the start-up line: the elements all-reduced per step.
+pub fn gradient_elements(out: &str) -> u64 {
+    let line = out
+        .lines()
+        .find(|l| l.contains(" params, D "))
+        .unwrap_or_else(|| panic!("no start-up line:\n{out}"));
+    let num_before = |word: &str| -> u64 {
+        let i = line.find(word).unwrap();
+        line[..i]
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    num_before(" params, D") + num_before(" params, steps")
+}
