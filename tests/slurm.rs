@@ -66,35 +66,15 @@ fn submit_with<'a>(
         "eval.enabled=false".into(),
     ];
     sets.extend(extra.iter().map(|s| s.to_string()));
-    let out = cluster
-        .cmd("sbatch")
-        .current_dir(submit.path())
-        .env("SAGAN_BIN", bin())
-        .env("SAGAN_LAUNCHER", launcher)
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .args([
-            "--parsable",
-            "-J",
-            name,
-            "--ntasks-per-node=2",
-            "--cpus-per-task=1",
-            "--time=10",
-        ])
-        .args(sbatch_opts)
-        .arg(repo().join("launch/slurm/train.sbatch"))
-        .arg("--config")
-        .arg(repo().join("configs/fmnist32.toml"))
-        .args(sets.iter().flat_map(|s| ["--set".to_string(), s.clone()]))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "sbatch failed:\n{}", text(&out));
-    let id = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let mut opts = vec![
+        "-J",
+        name,
+        "--ntasks-per-node=2",
+        "--cpus-per-task=1",
+        "--time=10",
+    ];
+    opts.extend(sbatch_opts);
+    let id = cluster.sbatch_train(submit.path(), launcher, &opts, &sets);
     Job {
         cluster,
         submit,

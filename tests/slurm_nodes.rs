@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use tch::Tensor;
 
 mod common;
-use common::bin;
 use common::slurm::{text, Cluster};
 
 fn repo() -> &'static Path {
@@ -108,29 +107,10 @@ fn submit_shaped<'a>(
         "eval.enabled=false".into(),
     ];
     sets.extend(extra.iter().map(|s| s.to_string()));
-    let out = c
-        .cmd("sbatch")
-        .current_dir(dir)
-        .env("SAGAN_BIN", bin())
-        .env("SAGAN_LAUNCHER", "srun")
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .args(["--parsable", "-J", name])
-        .args(shape)
-        .args(["--cpus-per-task=1", "--time=10"])
-        .arg(repo().join("launch/slurm/train.sbatch"))
-        .arg("--config")
-        .arg(repo().join("configs/fmnist32.toml"))
-        .args(sets.iter().flat_map(|s| ["--set".to_string(), s.clone()]))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "sbatch failed:\n{}", text(&out));
-    let id = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let mut opts: Vec<&str> = vec!["-J", name];
+    opts.extend(shape.iter().map(String::as_str));
+    opts.extend(["--cpus-per-task=1", "--time=10"]);
+    let id = c.sbatch_train(dir, "srun", &opts, &sets);
     Job {
         cluster: c,
         submit: dir.to_path_buf(),
@@ -230,21 +210,23 @@ impl Job<'_> {
         );
     }
 
+    /// Rank `r`'s replicated state (dist.dump_rank_state), sorted by name.
+    fn rank_state(&self, r: usize) -> Vec<(String, Tensor)> {
+        let mut v = Tensor::read_safetensors(
+            self.run_dir()
+                .join(format!("rank_state/rank{r}.safetensors")),
+        )
+        .unwrap_or_else(|e| panic!("rank {r}: {e}\n{}", self.diagnose()));
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
     /// Every rank's replicated state (dist.dump_rank_state) equals rank 0's, bit for bit.
     fn assert_ranks_identical(&self, ranks: usize) {
-        let read = |r: usize| {
-            let mut v = Tensor::read_safetensors(
-                self.run_dir()
-                    .join(format!("rank_state/rank{r}.safetensors")),
-            )
-            .unwrap_or_else(|e| panic!("rank {r}: {e}\n{}", self.diagnose()));
-            v.sort_by(|a, b| a.0.cmp(&b.0));
-            v
-        };
-        let first = read(0);
+        let first = self.rank_state(0);
         assert!(first.len() > 50, "{} tensors", first.len());
         for r in 1..ranks {
-            let other = read(r);
+            let other = self.rank_state(r);
             assert_eq!(other.len(), first.len());
             for ((na, ta), (nb, tb)) in first.iter().zip(&other) {
                 assert_eq!(na, nb);
@@ -596,15 +578,7 @@ fn a_slow_link_to_one_node_slows_the_steps_and_corrupts_nothing() {
     slow.assert_ranks_identical(2);
     // The same seed and data: the delay changes the time, not one bit of the weights.
     for r in 0..2 {
-        let read = |j: &Job| {
-            let mut v = Tensor::read_safetensors(
-                j.run_dir().join(format!("rank_state/rank{r}.safetensors")),
-            )
-            .unwrap();
-            v.sort_by(|a, b| a.0.cmp(&b.0));
-            v
-        };
-        for ((n, a), (_, b)) in read(&fast).iter().zip(&read(&slow)) {
+        for ((n, a), (_, b)) in fast.rank_state(r).iter().zip(&slow.rank_state(r)) {
             assert!(a.equal(b), "rank {r}: {n} differs with the slow link");
         }
     }

@@ -22,14 +22,16 @@ pub fn run(a: SweepArgs) -> Result<u8> {
         plan.base.display(),
         a.out.display()
     );
+    let states: Vec<RunState> = plan.runs.iter().map(PlannedRun::state).collect();
     let unfinished: Vec<PlannedRun> = plan
         .runs
         .iter()
-        .filter(|r| r.state() != RunState::Finished)
-        .cloned()
+        .zip(&states)
+        .filter(|(_, s)| **s != RunState::Finished)
+        .map(|(r, _)| r.clone())
         .collect();
     if a.dry_run {
-        return dry_run(&a, &plan, unfinished, &launch);
+        return dry_run(&a, &plan, &states, unfinished, &launch);
     }
     plan.record(&a.out)?;
     if a.slurm {
@@ -39,9 +41,15 @@ pub fn run(a: SweepArgs) -> Result<u8> {
 }
 
 /// Every run with its state, and what would train the unfinished ones.
-fn dry_run(a: &SweepArgs, plan: &Plan, unfinished: Vec<PlannedRun>, launch: &Launch) -> Result<u8> {
-    for r in &plan.runs {
-        let state = match r.state() {
+fn dry_run(
+    a: &SweepArgs,
+    plan: &Plan,
+    states: &[RunState],
+    unfinished: Vec<PlannedRun>,
+    launch: &Launch,
+) -> Result<u8> {
+    for (r, state) in plan.runs.iter().zip(states) {
+        let state = match state {
             RunState::Finished => "finished".to_string(),
             RunState::Checkpointed(s) => format!("checkpointed at step {s}"),
             RunState::NotStarted => "not started".to_string(),

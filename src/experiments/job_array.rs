@@ -62,16 +62,6 @@ impl JobArray {
         })
     }
 
-    /// The arguments task `i` gives `sagan train` (train.sbatch adds --resume and the threads).
-    pub fn task_args(plan: &Plan, r: &PlannedRun) -> Vec<String> {
-        let mut a = vec!["--config".to_string(), plan.base.display().to_string()];
-        for s in &r.sets {
-            a.push("--set".into());
-            a.push(s.clone());
-        }
-        a
-    }
-
     /// Writes the task files and runs sbatch from `repo` (the repository root: train.sbatch
     /// takes its helpers and the binary from its submit directory). Returns the array's job id.
     pub fn submit(&self, plan: &Plan, repo: &Path) -> Result<String> {
@@ -83,7 +73,7 @@ impl JobArray {
         }
         std::fs::create_dir_all(&self.tasks_dir).at(&self.tasks_dir)?;
         for (i, r) in self.runs.iter().enumerate() {
-            let args = Self::task_args(plan, r);
+            let args = plan.train_args(r);
             if let Some(a) = args.iter().find(|a| a.contains('\n')) {
                 return Err(Error::Sweep(format!(
                     "a task argument holds a line break: {a:?}"

@@ -105,10 +105,7 @@ pub fn command(plan: &Plan, r: &PlannedRun, launch: &Launch) -> Command {
     } else {
         Command::new(launch.exe)
     };
-    cmd.arg("train").arg("--config").arg(&plan.base);
-    for s in &r.sets {
-        cmd.arg("--set").arg(s);
-    }
+    cmd.arg("train").args(plan.train_args(r));
     // A new run starts fresh through --resume as well (it says so).
     cmd.arg("--resume");
     cmd

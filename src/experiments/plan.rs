@@ -145,6 +145,19 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// What `sagan train` is given for run `r`, here and in a job array's task alike (both add
+    /// `--resume`).
+    pub fn train_args(&self, r: &PlannedRun) -> Vec<String> {
+        let mut a = vec!["--config".to_string(), self.base.display().to_string()];
+        for s in &r.sets {
+            a.push("--set".into());
+            a.push(s.clone());
+        }
+        a
+    }
+}
+
 impl PlannedRun {
     pub fn state(&self) -> RunState {
         let summary_steps = std::fs::read_to_string(self.dir.join("summary.json"))

@@ -181,3 +181,39 @@ impl Drop for Cluster {
         }
     }
 }
+
+impl Cluster {
+    /// `sbatch --parsable` of launch/slurm/train.sbatch on the default config from the submit
+    /// directory `dir`, with `launcher` (srun or mpirun), the sbatch options `opts` and `sets`
+    /// for `sagan train`; the job id.
+    pub fn sbatch_train(
+        &self,
+        dir: &Path,
+        launcher: &str,
+        opts: &[&str],
+        sets: &[String],
+    ) -> String {
+        let out = self
+            .cmd("sbatch")
+            .current_dir(dir)
+            .env("SAGAN_BIN", super::bin())
+            .env("SAGAN_LAUNCHER", launcher)
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .arg("--parsable")
+            .args(opts)
+            .arg(repo().join("launch/slurm/train.sbatch"))
+            .arg("--config")
+            .arg(repo().join("configs/fmnist32.toml"))
+            .args(sets.iter().flat_map(|s| ["--set".to_string(), s.clone()]))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "sbatch failed:\n{}", text(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string()
+    }
+}
