@@ -5,7 +5,10 @@
 # the all-reduce (waiting for the other rank included). Root only; `tc` with the tbf qdisc.
 #
 #   bench/overlap_nodes.sh [--rate 200mbit] [--config configs/cifar10_32.toml] [--rounds 3]
-#                          [--steps 3] [--bucket-mb 1] [--set KEY=VALUE]...
+#                          [--steps 3] [--bucket-mb 1] [--out FILE] [--set KEY=VALUE]...
+#
+# --out appends each run's figures as a JSON line with its setting (overlap, bucket_mb,
+# link_bits_per_s): `sagan scaling-model --steps FILE` checks the scaling model against them.
 #
 # A CIFAR-10 config trains on synthetic binaries (bench/side_by_side.py's). Overlap needs several
 # buckets per network: Fashion-MNIST's G has 0.4 MiB of gradients, CIFAR-10's 17 MiB.
@@ -14,7 +17,7 @@ self="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]
 cd "$(dirname "$self")/.."
 
 args=("$@")
-rate=200mbit config=configs/cifar10_32.toml rounds=3 steps=3 bucket_mb=1 sets=() inside=0
+rate=200mbit config=configs/cifar10_32.toml rounds=3 steps=3 bucket_mb=1 sets=() inside=0 out=""
 while (($#)); do
   case "$1" in
     --inside-nodes) inside=1; shift ;;
@@ -23,6 +26,7 @@ while (($#)); do
     --rounds) rounds="$2"; shift 2 ;;
     --steps) steps="$2"; shift 2 ;;
     --bucket-mb) bucket_mb="$2"; shift 2 ;;
+    --out) out="$(realpath -m "$2")"; shift 2 ;;
     --set) sets+=(--set "$2"); shift 2 ;;
     *) echo "overlap_nodes.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -61,10 +65,16 @@ measure() {
         "$bin" bench-train --config "$PWD/$config" --steps "$steps" --warmup 1 \
         --set train.threads=1 --set dist.bucket_mb="$bucket_mb" --set dist.overlap="$overlap" \
         "${sets[@]}" 2>/dev/null | tail -1)
-      python3 - "$round" "$overlap" "$line" <<'PY'
+      python3 - "$round" "$overlap" "$line" "$bucket_mb" "$rate" "$out" <<'PY'
 import json, sys
-r, overlap, line = sys.argv[1:]
+r, overlap, line, bucket_mb, rate, out = sys.argv[1:]
 d = json.loads(line)
+if out:
+    scale = {"gbit": 1e9, "mbit": 1e6}
+    bits = next(float(rate[:-4]) * m for u, m in scale.items() if rate.endswith(u))
+    d.update(overlap=overlap == "true", bucket_mb=float(bucket_mb), link_bits_per_s=bits)
+    with open(out, "a") as f:
+        f.write(json.dumps(d) + "\n")
 share = ", ".join(f"{s * 100:.1f}" for s in d["allreduce_share_per_rank"])
 print(f"round {r} overlap={overlap:5}: {d['images_per_s']:7.2f} images/s, median step "
       f"{d['median_step_s'] * 1000:6.0f} ms, all-reduce {share} % of the step (ranks 0, 1)")

@@ -63,6 +63,10 @@ pub enum Command {
     /// by seed), mean and standard deviation over seeds and a 95% Welch interval of each arm's
     /// difference from the first; writes compare.md, compare.csv and compare.png.
     Compare(CompareArgs),
+    /// Fits the ring all-reduce model to bench/allreduce_scaling.sh's measurements, checks it
+    /// against measured steps, and predicts a config's step on a GPU cluster; writes
+    /// scaling.md, allreduce_fit.csv, allreduce.png and cluster.png (docs/scaling.md).
+    ScalingModel(ScalingModelArgs),
     /// Print the effective config (defaults, file and overrides merged) as TOML; with --explain,
     /// every key with its meaning, default and allowed values (docs/config.md).
     ShowConfig(ShowConfigArgs),
@@ -194,6 +198,22 @@ pub struct CompareArgs {
 }
 
 #[derive(Args)]
+pub struct ScalingModelArgs {
+    /// JSON lines of bench/allreduce_scaling.sh.
+    #[arg(long, value_name = "FILE")]
+    pub measurements: PathBuf,
+    /// JSON lines of bench/overlap_nodes.sh --out: training steps to check the model against.
+    #[arg(long, value_name = "FILE")]
+    pub steps: Option<PathBuf>,
+    /// The config whose G and D the cluster prediction averages (its widths set the compute).
+    #[arg(long, value_name = "FILE", default_value = "configs/imagenet128.toml")]
+    pub config: PathBuf,
+    /// Where the report goes.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
 pub struct ModelSummaryArgs {
     /// One or more TOML configs.
     #[arg(required = true, value_name = "CONFIG")]
@@ -214,6 +234,10 @@ pub struct BenchAllreduceArgs {
     /// Timed repetitions of each all-reduce.
     #[arg(long, default_value_t = 20)]
     pub iters: usize,
+    /// One JSON line instead of the sentence: ranks, bytes, buckets and both medians
+    /// (bench/allreduce_scaling.sh reads it).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]

@@ -12,14 +12,20 @@ use crate::error::Result;
 use crate::model::{self, Discriminator, Generator};
 use crate::train::stats;
 
-/// Prints both timings on rank 0.
-pub fn run(config: &Path, overrides: &[String], iters: usize) -> Result<u8> {
+/// Prints both timings on rank 0, as a sentence or as one JSON line.
+pub fn run(config: &Path, overrides: &[String], iters: usize, json: bool) -> Result<u8> {
     let cfg = super::load_for_a_rank(config, overrides)?;
     if let Some(f) = all_reduce(&cfg, iters)? {
+        if json {
+            println!("{}", f.to_json());
+            return Ok(0);
+        }
         let gbs = |s: f64| f.bytes as f64 / s / 1e9;
         println!(
-            "all-reduce of {:.2} MB (G+D gradients): bucketed path {:.3} ms ({:.3} GB/s), raw MPI_Allreduce {:.3} ms ({:.3} GB/s)",
+            "all-reduce of {:.2} MB (G+D gradients) over {} ranks: {} buckets {:.3} ms ({:.3} GB/s), raw MPI_Allreduce {:.3} ms ({:.3} GB/s)",
             f.bytes as f64 / 1e6,
+            f.ranks,
+            f.buckets,
             f.bucketed_seconds * 1e3,
             gbs(f.bucketed_seconds),
             f.raw_seconds * 1e3,
@@ -30,9 +36,25 @@ pub fn run(config: &Path, overrides: &[String], iters: usize) -> Result<u8> {
 }
 
 pub struct AllReduceFigures {
+    pub ranks: usize,
     pub bytes: usize,
+    pub buckets: usize,
+    pub bucket_bytes: usize,
     pub bucketed_seconds: f64,
     pub raw_seconds: f64,
+}
+
+impl AllReduceFigures {
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "ranks": self.ranks,
+            "bytes": self.bytes,
+            "buckets": self.buckets,
+            "bucket_bytes": self.bucket_bytes,
+            "bucketed_s": self.bucketed_seconds,
+            "raw_s": self.raw_seconds,
+        })
+    }
 }
 
 /// Median seconds of `iters` calls of `f`, after one warm-up call.
@@ -51,8 +73,10 @@ pub fn all_reduce(cfg: &Config, iters: usize) -> Result<Option<AllReduceFigures>
     let rank = job::join(cfg)?;
     let comm = rank.comm;
     let figures = time_all_reduces(cfg, comm, rank.device, iters)?;
+    // MPI answers nothing once finalized, not even the rank.
+    let first = comm.rank() == 0;
     job::finalize(comm);
-    Ok((comm.rank() == 0).then_some(figures))
+    Ok(first.then_some(figures))
 }
 
 /// Both timings of [`all_reduce`] on `device`, which must be the communicator's (NCCL takes only
@@ -85,7 +109,10 @@ fn time_all_reduces(
         comm.wait()
     })?;
     Ok(AllReduceFigures {
+        ranks: comm.size(),
         bytes,
+        buckets: buckets.count(),
+        bucket_bytes,
         bucketed_seconds: bucketed,
         raw_seconds: raw,
     })
@@ -163,5 +190,9 @@ mod tests {
         let d = Discriminator::new(&cfg.model, Device::Cpu).unwrap();
         let params = model::parameter_count(&g.vs) + model::parameter_count(&d.vs);
         assert_eq!(f.bytes, params as usize * 4);
+        assert_eq!(f.ranks, 2);
+        // Each timed bucketed call is one collective per bucket.
+        assert_eq!(devices.len(), (iters + 1) * (f.buckets + 1));
+        assert_eq!(f.to_json()["buckets"], f.buckets);
     }
 }

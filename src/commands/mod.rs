@@ -10,6 +10,7 @@ pub mod gpu_check;
 pub mod model_summary;
 pub mod prepare;
 pub mod sample;
+pub mod scaling_model;
 pub mod show_config;
 pub mod sweep;
 pub mod train;
@@ -27,7 +28,9 @@ pub fn run(command: Command) -> Result<u8> {
         Command::Train(a) => train::run(a),
         Command::Sample(a) => sample::run(a),
         Command::ModelSummary(a) => model_summary::run(a),
-        Command::BenchAllreduce(a) => bench_allreduce::run(&a.config, &a.overrides, a.iters),
+        Command::BenchAllreduce(a) => {
+            bench_allreduce::run(&a.config, &a.overrides, a.iters, a.json)
+        }
         Command::BenchTrain(a) => {
             bench_train::run(&a.config, &a.overrides, a.warmup, a.steps, a.phases)
         }
@@ -40,6 +43,7 @@ pub fn run(command: Command) -> Result<u8> {
         Command::ShowConfig(a) => show_config::run(a),
         Command::Sweep(a) => sweep::run(a),
         Command::Compare(a) => compare::run(a),
+        Command::ScalingModel(a) => scaling_model::run(a),
     }
 }
 

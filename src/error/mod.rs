@@ -36,6 +36,8 @@ pub enum Error {
     Sweep(String),
     #[error("compare: {0}")]
     Compare(String),
+    #[error("scaling model: {0}")]
+    Scaling(String),
     /// A collective did not complete in time (see `dist.timeout_s`).
     #[error("watchdog: {0}")]
     Timeout(String),

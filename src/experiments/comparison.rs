@@ -296,11 +296,15 @@ pub fn panels(arms: &[Arm], label: &str) -> Vec<Panel> {
     vec![
         Panel {
             title: format!("FID_{label} (G_ema)"),
+            x_label: "STEP".into(),
             curves: arms.iter().map(|a| curve(a, |p| p.fid)).collect(),
+            points: Vec::new(),
         },
         Panel {
             title: format!("IS_{label} (G_ema)"),
+            x_label: "STEP".into(),
             curves: arms.iter().map(|a| curve(a, |p| p.is)).collect(),
+            points: Vec::new(),
         },
     ]
 }

@@ -1,18 +1,22 @@
-//! The comparison's figure: FID and IS against step, one colour per arm, the mean over seeds as a
-//! line and the range over seeds (lowest to highest) as a band; drawn here on an RGB canvas with
-//! the built-in font, so that no plotting library is needed.
+//! Figures of curves against an integer axis, one colour per curve: the comparison's FID and IS
+//! against step (the mean over seeds as a line, the range over seeds as a band) and the scaling
+//! model's predictions against ranks or nodes (lines, with the measured points as rings); drawn
+//! here on an RGB canvas with the built-in font, so that no plotting library is needed.
 use std::path::Path;
 
 use crate::error::{IoContext, Result};
 use crate::output::{font, png::encode_png};
 
-/// One arm's curve of one metric: (step, mean, lowest, highest) over its seeds.
+/// One curve: (x, value, lowest, highest); the band between lowest and highest is shaded.
 pub type Curve = Vec<(i64, f64, f64, f64)>;
 
-/// One panel: a title and every arm's curve.
+/// One panel: a title, the x axis's name, every curve, and per curve (same colour) measured
+/// points drawn as rings, none where `points` is shorter.
 pub struct Panel {
     pub title: String,
+    pub x_label: String,
     pub curves: Vec<Curve>,
+    pub points: Vec<Vec<(i64, f64)>>,
 }
 
 /// Distinct colours for up to ten arms (then they repeat).
@@ -36,7 +40,7 @@ const MARGIN_T: usize = 34;
 const MARGIN_B: usize = 40;
 const LEGEND_ROW: usize = 20;
 
-/// Writes the panels side by side with a legend of `arms` below them.
+/// Writes the panels side by side with a legend of `arms` (one name per curve) below them.
 pub fn write(path: &Path, panels: &[Panel], arms: &[String]) -> Result<()> {
     let width = panels.len().max(1) * PANEL_W;
     let height = PANEL_H + 10 + LEGEND_ROW * arms.len() + 10;
@@ -50,18 +54,23 @@ pub fn write(path: &Path, panels: &[Panel], arms: &[String]) -> Result<()> {
         c.rect(MARGIN_L, y + 4, 24, 8, colour, 1.0);
         c.text(MARGIN_L + 32, y + 1, name, 2, [0, 0, 0]);
     }
-    let bytes = encode_png(width as u32, height as u32, png::ColorType::Rgb, &c.pixels)
-        .map_err(|e| crate::error::Error::Compare(format!("encoding {}: {e}", path.display())))?;
+    let bytes =
+        encode_png(width as u32, height as u32, png::ColorType::Rgb, &c.pixels).map_err(|e| {
+            crate::error::Error::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(format!("encoding the PNG: {e}")),
+            }
+        })?;
     let tmp = path.with_extension("png.tmp");
     std::fs::write(&tmp, bytes).at(&tmp)?;
     std::fs::rename(&tmp, path).at(path)
 }
 
 fn draw_panel(c: &mut Canvas, x0: usize, p: &Panel) {
-    let points = p.curves.iter().flatten();
+    let measured = p.points.iter().flatten().map(|&(x, v)| (x, v, v, v));
     let (mut s_lo, mut s_hi, mut v_lo, mut v_hi) =
         (i64::MAX, i64::MIN, f64::INFINITY, f64::NEG_INFINITY);
-    for &(s, _, lo, hi) in points {
+    for (s, _, lo, hi) in p.curves.iter().flatten().copied().chain(measured) {
         s_lo = s_lo.min(s);
         s_hi = s_hi.max(s);
         v_lo = v_lo.min(lo);
@@ -71,7 +80,7 @@ fn draw_panel(c: &mut Canvas, x0: usize, p: &Panel) {
     let (plot_w, plot_h) = (PANEL_W - MARGIN_L - 20, PANEL_H - MARGIN_T - MARGIN_B);
     c.text(plot_x, 8, &p.title, 2, [0, 0, 0]);
     if s_lo > s_hi {
-        c.text(plot_x, plot_y + plot_h / 2, "no evaluations", 2, [0, 0, 0]);
+        c.text(plot_x, plot_y + plot_h / 2, "no values", 2, [0, 0, 0]);
         return;
     }
     if s_hi == s_lo {
@@ -107,7 +116,7 @@ fn draw_panel(c: &mut Canvas, x0: usize, p: &Panel) {
     c.text(
         plot_x + plot_w / 2 - 12,
         plot_y + plot_h + 22,
-        "STEP",
+        &p.x_label,
         1,
         [0, 0, 0],
     );
@@ -137,6 +146,24 @@ fn draw_panel(c: &mut Canvas, x0: usize, p: &Panel) {
                 colour,
                 1.0,
             );
+        }
+    }
+    for (i, points) in p.points.iter().enumerate() {
+        let colour = PALETTE[i % PALETTE.len()];
+        for &(x, v) in points {
+            let (cx, cy) = (sx(x), sy(v));
+            for k in 0..48 {
+                let a = k as f64 / 48.0 * std::f64::consts::TAU;
+                let (px, py) = (cx + 6.0 * a.cos(), cy + 6.0 * a.sin());
+                c.rect(
+                    px.max(0.0) as usize,
+                    py.max(0.0) as usize,
+                    2,
+                    2,
+                    colour,
+                    1.0,
+                );
+            }
         }
     }
 }
@@ -279,19 +306,23 @@ mod tests {
                 (500, 30.0 + off, 28.0 + off, 33.0 + off),
             ]
         };
+        // The third colour has only a measured point, outside the curves' range.
         let panels = [Panel {
             title: "FID".into(),
+            x_label: "STEP".into(),
             curves: vec![curve(0.0), curve(20.0)],
+            points: vec![vec![], vec![], vec![(400, 5.0)]],
         }];
+        // No legend entry for it either.
         write(&path, &panels, &["a".into(), "b".into()]).unwrap();
         let img = image::open(&path).unwrap().to_rgb8();
-        for colour in &PALETTE[..2] {
+        for colour in &PALETTE[..3] {
             assert!(
                 img.pixels().any(|p| p.0 == *colour),
                 "no pixel of {colour:?}"
             );
         }
-        assert!(!img.pixels().any(|p| p.0 == PALETTE[2]));
+        assert!(!img.pixels().any(|p| p.0 == PALETTE[3]));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

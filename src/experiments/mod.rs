@@ -1,5 +1,5 @@
 //! Experiments across runs: sweeps of a grid of configs over seeds (here or as a Slurm job
-//! array), and the comparison of their arms.
+//! array), the comparison of their arms, and the scaling model fitted to all-reduce benchmarks.
 pub mod comparison;
 pub mod curves_plot;
 pub mod grid;
@@ -7,4 +7,6 @@ pub mod job_array;
 pub mod local;
 pub mod plan;
 pub mod run_results;
+pub mod scaling;
+pub mod scaling_report;
 pub mod welch;
