@@ -7,11 +7,11 @@ use tch::Device;
 
 use crate::cli::ScalingModelArgs;
 use crate::config::Config;
+use crate::distributed::buckets::plan_buckets;
 use crate::error::{Error, IoContext, Result};
 use crate::experiments::curves_plot;
-use crate::experiments::scaling::AllReduceMeasurement;
 use crate::experiments::scaling::{
-    v100_seconds_per_image, Cluster, Gradients, Observation, RingModel,
+    v100_seconds_per_image, AllReduceMeasurement, Cluster, Gradients, Observation, RingModel,
 };
 use crate::experiments::scaling_report::{self as report, Prediction, StepMeasurement};
 use crate::model::{self, Discriminator, Generator};
@@ -39,16 +39,16 @@ pub fn run(a: ScalingModelArgs) -> Result<u8> {
     let cfg = Config::load(&a.config, &[])?;
     let g = Generator::new(&cfg.model, Device::Cpu)?;
     let d = Discriminator::new(&cfg.model, Device::Cpu)?;
-    let bucket = cfg.dist.bucket_mb * 1024.0 * 1024.0;
-    let net = |params: i64| {
-        let bytes = params as f64 * 4.0;
+    // The trainer's own bucket plan over each network's parameters.
+    let bucket_bytes = (cfg.dist.bucket_mb * 1024.0 * 1024.0) as usize;
+    let net = |vs: &tch::nn::VarStore| {
+        let sizes: Vec<usize> = model::parameters(vs)
+            .iter()
+            .map(|(_, p)| p.numel() * 4)
+            .collect();
         Gradients {
-            bytes,
-            buckets: if bucket > 0.0 {
-                (bytes / bucket).ceil() as usize
-            } else {
-                1
-            },
+            bytes: sizes.iter().sum::<usize>() as f64,
+            buckets: plan_buckets(&sizes, bucket_bytes).len(),
         }
     };
     let (g_params, d_params) = (model::parameter_count(&g.vs), model::parameter_count(&d.vs));
@@ -67,7 +67,7 @@ pub fn run(a: ScalingModelArgs) -> Result<u8> {
         .map_or("the config".into(), |s| s.to_string_lossy().into_owned());
     let prediction = Prediction {
         name: &name,
-        nets: [net(g_params), net(d_params)],
+        nets: [net(&g.vs), net(&d.vs)],
         seconds_per_image: v100_seconds_per_image((cfg.model.g_ch + cfg.model.d_ch) / 2),
         per_gpu_batch: (cfg.train.batch_size as f64 / GPUS_PER_NODE as f64).max(1.0),
         node_counts: &NODE_COUNTS,
