@@ -60,7 +60,12 @@ measure() {
     variants=("false" "true")
     ((round % 2)) || variants=("true" "false")
     for overlap in "${variants[@]}"; do
-      line=$(mpirun "${margs[@]}" --hostfile "$SAGAN_NODES_HOSTFILE" -np 2 --map-by node \
+      # --bind-to none: otherwise each node's daemon binds its rank to "its" core 0, which is
+      # the same core of this machine for both nodes (docs/scaling.md).
+      # mpi_yield_when_idle: with overlap a rank's all-reduce thread waits beside its backward
+      # pass on the same core; spinning, it would take that core from the backward pass.
+      line=$(mpirun "${margs[@]}" --hostfile "$SAGAN_NODES_HOSTFILE" -np 2 --map-by node --bind-to none \
+        --mca mpi_yield_when_idle 1 \
         -x OMPI_ALLOW_RUN_AS_ROOT -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM \
         "$bin" bench-train --config "$PWD/$config" --steps "$steps" --warmup 1 \
         --set train.threads=1 --set dist.bucket_mb="$bucket_mb" --set dist.overlap="$overlap" \

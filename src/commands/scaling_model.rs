@@ -31,6 +31,8 @@ pub fn run(a: ScalingModelArgs) -> Result<u8> {
     let model = RingModel::fit(&observations)?;
     let mut md = String::from("## The fit\n\n");
     md += &report::fit_markdown(&model, &observations);
+    md += "\nHow much of a limited link the all-reduce fills, by the bytes of one call:\n\n";
+    md += &report::link_use_markdown(&observations);
     if let Some(path) = &a.steps {
         let steps: Vec<StepMeasurement> = read_lines(path)?;
         md += "\n## Training steps against the model\n\n";
@@ -74,12 +76,19 @@ pub fn run(a: ScalingModelArgs) -> Result<u8> {
         clusters: &clusters,
     };
     md += &format!(
-        "\n## Prediction\n\n{name}: G {g_params} and D {d_params} parameters ({:.0} MB of fp32 gradients per step) in buckets of {} MiB; {:.1} ms of a V100 per image per step.\n",
+        "\n## Prediction\n\n{name}: G {g_params} and D {d_params} parameters ({:.0} MB of fp32 gradients per step) in buckets of {} MiB (G {}, D {}); {:.1} ms of a V100 per image per step.\n",
         (g_params + d_params) as f64 * 4.0 / 1e6,
         cfg.dist.bucket_mb,
+        prediction.nets[0].buckets,
+        prediction.nets[1].buckets,
         prediction.seconds_per_image * 1e3
     );
     md += &report::prediction_markdown(&model, &prediction);
+    md += &format!(
+        "\n**Bandwidth only**: efficiency with no per-step latency (the tables above use the fitted alpha, {:.0} us):\n\n",
+        model.step_latency_s * 1e6
+    );
+    md += &report::bandwidth_bound_markdown(&model, &prediction);
     println!("{md}");
     std::fs::create_dir_all(&a.out).at(&a.out)?;
     let write = |file: &str, text: &str| {

@@ -98,6 +98,51 @@ pub fn fit_markdown(model: &RingModel, observations: &[Observation]) -> String {
     md
 }
 
+/// How much of a limited link the transport fills, by the bytes one all-reduce call carries:
+/// the ring's wire time at the full rate over the measured time (median over rates). The model
+/// has one efficiency for every call size; this table shows what that average hides.
+pub fn link_use_markdown(observations: &[Observation]) -> String {
+    let mut groups: BTreeMap<(i64, usize), Vec<f64>> = BTreeMap::new();
+    for o in observations {
+        if o.link_bits_per_s <= 0.0 || o.delay_s != 0.0 || o.ranks < 2 || o.seconds <= 0.0 {
+            continue;
+        }
+        let p = o.ranks as f64;
+        let wire = 2.0 * (p - 1.0) / p * o.bytes * 8.0 / o.link_bits_per_s;
+        let kb_per_call = (o.bytes / o.buckets.max(1) as f64 / 1e3).round() as i64;
+        groups
+            .entry((kb_per_call, o.ranks))
+            .or_default()
+            .push(wire / o.seconds);
+    }
+    let mut ranks: Vec<usize> = groups.keys().map(|k| k.1).collect();
+    ranks.sort_unstable();
+    ranks.dedup();
+    let mut md = String::from("| MB per call |");
+    for r in &ranks {
+        let _ = write!(md, " {r} ranks |");
+    }
+    md += "\n|---|";
+    md += &"---|".repeat(ranks.len());
+    md += "\n";
+    let mut sizes: Vec<i64> = groups.keys().map(|k| k.0).collect();
+    sizes.dedup();
+    for kb in sizes {
+        let _ = write!(md, "| {:.2} |", kb as f64 / 1e3);
+        for &r in &ranks {
+            match groups.get_mut(&(kb, r)) {
+                Some(v) => {
+                    v.sort_by(f64::total_cmp);
+                    let _ = write!(md, " {:.0}% |", v[v.len() / 2] * 100.0);
+                }
+                None => md += " |",
+            }
+        }
+        md += "\n";
+    }
+    md
+}
+
 /// Every observation with the model's time, one CSV row each.
 pub fn observations_csv(model: &RingModel, observations: &[Observation]) -> String {
     let mut csv =
@@ -223,66 +268,112 @@ pub fn prediction_markdown(model: &RingModel, p: &Prediction) -> String {
     md
 }
 
-/// Modelled all-reduce time against ranks, one curve per link rate (the raw all-reduce of the
-/// largest payload), with the measured points on it.
+/// Modelled all-reduce time of the largest payload against ranks, one curve per link rate and
+/// call count (one call, and the most buckets measured), with the measured points on them.
 pub fn allreduce_panel(model: &RingModel, observations: &[Observation]) -> (Panel, Vec<String>) {
     let bytes = observations.iter().map(|o| o.bytes).fold(0.0, f64::max);
     let mut rates: Vec<f64> = observations.iter().map(|o| o.link_bits_per_s).collect();
     rates.sort_by(f64::total_cmp);
     rates.dedup();
+    let most_buckets = observations
+        .iter()
+        .filter(|o| o.bytes == bytes)
+        .map(|o| o.buckets)
+        .max()
+        .unwrap_or(1);
+    let mut bucket_counts = vec![1, most_buckets];
+    bucket_counts.dedup();
     let max_ranks = observations.iter().map(|o| o.ranks).max().unwrap_or(2);
     let (mut curves, mut points, mut names) = (Vec::new(), Vec::new(), Vec::new());
     for bits in rates {
-        let picked: Vec<&Observation> = observations
-            .iter()
-            .filter(|o| {
-                o.bytes == bytes && o.buckets == 1 && o.delay_s == 0.0 && o.link_bits_per_s == bits
-            })
-            .collect();
-        if picked.is_empty() {
-            continue;
-        }
-        let curve: Curve = (2..=max_ranks)
-            .map(|ranks| {
-                let ms = model.seconds(&Observation {
-                    ranks,
-                    ..*picked[0]
-                }) * 1e3;
-                (ranks as i64, ms, ms, ms)
-            })
-            .collect();
-        curves.push(curve);
-        points.push(
-            picked
+        for &buckets in &bucket_counts {
+            let picked: Vec<&Observation> = observations
                 .iter()
-                .map(|o| (o.ranks as i64, o.seconds * 1e3))
-                .collect(),
-        );
-        names.push(format!(
-            "{}: model (line), measured (rings)",
-            rate_name(bits)
-        ));
+                .filter(|o| {
+                    o.bytes == bytes
+                        && o.buckets == buckets
+                        && o.delay_s == 0.0
+                        && o.link_bits_per_s == bits
+                })
+                .collect();
+            if picked.is_empty() {
+                continue;
+            }
+            let curve: Curve = (2..=max_ranks)
+                .map(|ranks| {
+                    let ms = model.seconds(&Observation {
+                        ranks,
+                        ..*picked[0]
+                    }) * 1e3;
+                    (ranks as i64, ms, ms, ms)
+                })
+                .collect();
+            curves.push(curve);
+            points.push(
+                picked
+                    .iter()
+                    .map(|o| (o.ranks as i64, o.seconds * 1e3))
+                    .collect(),
+            );
+            let calls = if buckets == 1 { "call" } else { "calls" };
+            names.push(format!("{}, {buckets} {calls}", rate_name(bits)));
+        }
     }
     let panel = Panel {
         title: format!("ALL-REDUCE OF {:.1} MB, MS", bytes / 1e6),
-        x_label: "RANKS".into(),
+        x_label: "RANKS (LINES: MODEL, RINGS: MEASURED)".into(),
         curves,
         points,
     };
     (panel, names)
 }
 
-/// Predicted efficiency (compute / step, %) against nodes, per link rate, without and with
-/// overlap.
+/// The same cluster steps with no per-step latency at all: the bandwidth-only end of the
+/// bracket, since the fitted alpha is TCP's between namespaces and NCCL's is far smaller.
+pub fn bandwidth_bound_markdown(model: &RingModel, p: &Prediction) -> String {
+    let mut md = String::from("| nodes | GPUs |");
+    for c in p.clusters {
+        let _ = write!(md, " {0} | {0}, overlap |", rate_name(c.node_bits_per_s));
+    }
+    md += "\n|---|---|";
+    md += &"---|---|".repeat(p.clusters.len());
+    md += "\n";
+    for &n in p.node_counts {
+        let gpus = n * p.clusters.first().map_or(0, |c| c.gpus_per_node);
+        let _ = write!(md, "| {n} | {gpus} |");
+        for c in p.clusters {
+            let c = Cluster {
+                step_latency_s: 0.0,
+                ..*c
+            };
+            let s = cluster_step(model, &c, n, &p.nets, p.per_gpu_batch * p.seconds_per_image);
+            let _ = write!(
+                md,
+                " {:.0}% | {:.0}% |",
+                s.efficiency() * 100.0,
+                s.efficiency_overlap() * 100.0
+            );
+        }
+        md += "\n";
+    }
+    md
+}
+
+/// Predicted efficiency (compute / step, %) against nodes, per link rate: with the fitted
+/// latency, without and with overlap, and with no latency (bandwidth only, no overlap).
 pub fn cluster_panel(model: &RingModel, p: &Prediction) -> (Panel, Vec<String>) {
     let last = p.node_counts.iter().copied().max().unwrap_or(1);
     let (mut curves, mut names) = (Vec::new(), Vec::new());
-    for overlap in [false, true] {
+    for (overlap, latency) in [(false, true), (true, true), (false, false)] {
         for c in p.clusters {
+            let c = Cluster {
+                step_latency_s: if latency { c.step_latency_s } else { 0.0 },
+                ..*c
+            };
             let curve: Curve = (1..=last)
                 .map(|n| {
                     let s =
-                        cluster_step(model, c, n, &p.nets, p.per_gpu_batch * p.seconds_per_image);
+                        cluster_step(model, &c, n, &p.nets, p.per_gpu_batch * p.seconds_per_image);
                     let e = 100.0
                         * if overlap {
                             s.efficiency_overlap()
@@ -294,9 +385,10 @@ pub fn cluster_panel(model: &RingModel, p: &Prediction) -> (Panel, Vec<String>) 
                 .collect();
             curves.push(curve);
             names.push(format!(
-                "{}{}",
+                "{}{}{}",
                 rate_name(c.node_bits_per_s),
-                if overlap { ", overlap" } else { "" }
+                if overlap { ", overlap" } else { "" },
+                if latency { "" } else { ", no latency" }
             ));
         }
     }
@@ -368,6 +460,60 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| on | 2300 ms | 2300 ms |"), "{md}");
+    }
+
+    #[test]
+    fn link_use_is_the_ring_wire_time_over_the_measured_time_per_call_size() {
+        // 1 MB over 2 ranks at 8 Mbit/s is 1 s on the wire; measured 1.25 s: 80%, in calls of
+        // 0.25 MB (4 buckets). Unlimited and delayed links say nothing about link use.
+        let o = Observation {
+            ranks: 2,
+            bytes: 1e6,
+            buckets: 4,
+            link_bits_per_s: 8e6,
+            delay_s: 0.0,
+            seconds: 1.25,
+        };
+        let unlimited = Observation {
+            link_bits_per_s: 0.0,
+            ..o
+        };
+        let delayed = Observation {
+            delay_s: 0.001,
+            seconds: 5.0,
+            ..o
+        };
+        let md = link_use_markdown(&[o, unlimited, delayed]);
+        assert!(md.contains("| 0.25 | 80% |"), "{md}");
+        assert_eq!(md.lines().count(), 3, "{md}");
+    }
+
+    #[test]
+    fn the_bandwidth_bound_ignores_the_clusters_latency() {
+        // Two nodes of one GPU at 8 Mbit/s: each net's 1 MB takes 1 s, compute 2 s; a step
+        // is 4 s whether or not it overlaps (one bucket): 50%. The cluster's 1 s per ring step
+        // would add 2 s per net if it counted.
+        let nets = [Gradients {
+            bytes: 1e6,
+            buckets: 1,
+        }; 2];
+        let clusters = [Cluster {
+            gpus_per_node: 1,
+            node_bits_per_s: 8e6,
+            intra_node_bytes_per_s: 1e12,
+            step_latency_s: 1.0,
+        }];
+        let p = Prediction {
+            name: "t",
+            nets,
+            seconds_per_image: 2.0,
+            per_gpu_batch: 1.0,
+            node_counts: &[2],
+            clusters: &clusters,
+        };
+        let md = bandwidth_bound_markdown(&model(), &p);
+        assert!(md.contains("| 2 | 2 | 50% | 50% |"), "{md}");
+        assert!(prediction_markdown(&model(), &p).contains("| 25% |"));
     }
 
     #[test]
