@@ -246,7 +246,7 @@ fn trains_across(nodes: usize, per_node: usize) {
     let t0 = Instant::now();
     let sinfo = text(
         &c.cmd("sinfo")
-            .args(["-h", "-N", "-o", "%N %T"])
+            .args(["-h", "-N", "-p", "debug", "-o", "%N %T"])
             .output()
             .unwrap(),
     );
@@ -357,11 +357,75 @@ fn usr1_reaches_every_rank_on_every_node_and_the_requeued_job_runs_every_step_on
         .output()
         .unwrap();
     assert!(out.status.success(), "scancel: {}", text(&out));
+    let stop = assert_stopped_once_and_finished(&job);
+    assert!(job.log().contains("requeued job"), "{}", job.log());
+    eprintln!(
+        "slurm nodes: USR1 at step {stop}, requeued and finished in {:?}",
+        t0.elapsed()
+    );
+}
+
+/// Slurm's own preemption (tests/infra/local-slurm.sh: partition_prio, PreemptMode=REQUEUE,
+/// GraceTime=60 on "debug"): a job in the higher tier "urgent" wants both nodes, Slurm sends
+/// every task SIGTERM, every rank checkpoints, and the requeued job continues once the
+/// preemptor is done.
+#[test]
+fn a_slurm_preemption_checkpoints_every_rank_and_the_job_resumes_after_the_preemptor() {
+    let Some(c) = cluster(2) else {
+        return;
+    };
+    let t0 = Instant::now();
+    let dir = submit_dir();
+    let job = submit(
+        &c,
+        dir.path(),
+        "preempted2",
+        2,
+        1,
+        60,
+        &["train.checkpoint_every=1000"],
+    );
+    job.wait_for_step(8);
+    let out = c
+        .cmd("sbatch")
+        .current_dir(dir.path())
+        .args(["--parsable", "-J", "urgent", "-p", "urgent", "--exclusive"])
+        .args(["--nodes=2", "--wrap", "sleep 5"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sbatch -p urgent: {}", text(&out));
+    let urgent = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let stop = assert_stopped_once_and_finished(&job);
+    let log = job.log();
+    for rank in 0..2 {
+        assert!(
+            log.contains(&format!("sagan: SIGTERM received (rank {rank})")),
+            "rank {rank} was not told\n{log}"
+        );
+    }
+    let (urgent, ours) = (c.job(&urgent), c.job(&job.id));
+    assert_eq!(urgent["JobState"], "COMPLETED", "{urgent:?}");
+    // Slurm's times have a resolution of seconds: the restart began once the preemptor ended.
+    assert!(
+        ours["StartTime"] >= urgent["EndTime"],
+        "the requeued job started at {} before the preemptor ended at {}",
+        ours["StartTime"],
+        urgent["EndTime"]
+    );
+    eprintln!(
+        "slurm nodes: preempted by job {} at step {stop}, resumed after it and finished in {:?}",
+        urgent["JobId"],
+        t0.elapsed()
+    );
+}
+
+/// The job was stopped once mid-run at a checkpoint and requeued, and the restart, on both
+/// nodes again, ran every step once and ended with identical ranks; the stop's step.
+fn assert_stopped_once_and_finished(job: &Job) -> i64 {
     let end = job.wait_end(240);
     let log = job.log();
     assert_eq!(end["JobState"], "COMPLETED", "{}", job.diagnose());
     assert_eq!(end["Restarts"], "1", "{}", job.diagnose());
-    assert!(log.contains("requeued job"), "{log}");
     let stops: Vec<i64> = std::fs::read_dir(job.run_dir().join("checkpoints"))
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -371,7 +435,7 @@ fn usr1_reaches_every_rank_on_every_node_and_the_requeued_job_runs_every_step_on
     assert_eq!(
         stops.len(),
         1,
-        "one checkpoint before the end, the preemption's: {stops:?}\n{}",
+        "one checkpoint before the end, the stop's: {stops:?}\n{}",
         job.diagnose()
     );
     assert!(
@@ -380,11 +444,7 @@ fn usr1_reaches_every_rank_on_every_node_and_the_requeued_job_runs_every_step_on
     );
     job.assert_every_step_once();
     job.assert_ranks_identical(2);
-    eprintln!(
-        "slurm nodes: preempted at step {}, requeued and finished in {:?}",
-        stops[0],
-        t0.elapsed()
-    );
+    stops[0]
 }
 
 /// Processes of the job still alive anywhere: srun, step daemons, ranks (the cluster's own

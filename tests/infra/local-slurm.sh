@@ -17,6 +17,9 @@
 # nodes share a cluster file system). `stop DIR` stops the daemons, the jobs and the nodes.
 # DIR/nodes-env then holds the nodes' variables (SAGAN_NODES_NAME, SAGAN_NODES_ADDR_k, ...).
 #
+# Two partitions over all nodes: debug (the default) and urgent, whose jobs preempt debug's
+# (partition_prio, PreemptMode=REQUEUE, GraceTime=60 s on debug).
+#
 # Everything lives under DIR (config, munge key and socket, state, spool, logs, pid files) and the
 # two ports are picked free at start, so several instances (tests running in parallel, other users
 # of the machine) never share state. The system's /etc/slurm and /etc/munge are not touched.
@@ -209,11 +212,17 @@ MailProg=/bin/true
 ReturnToService=2
 # Short waits so tests are quick: the scheduler runs every second (a requeued job starts soon after
 # its cred_expire delay), SIGKILL comes 10 s after SIGTERM at a time limit or cancellation.
-SchedulerParameters=sched_interval=1
+SchedulerParameters=sched_interval=1,preempt_send_user_signal
 KillWait=10
 InactiveLimit=0
 MinJobAge=600
-${node_lines}PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+# Preemption as clusters with a scavenger queue have it: a job in "urgent" takes the nodes of
+# "debug" jobs, which get the grace time to stop (their --signal at once:
+# preempt_send_user_signal, in SchedulerParameters above) and are requeued by Slurm.
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
+${node_lines}PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=60
+PartitionName=urgent Nodes=ALL MaxTime=INFINITE State=UP PriorityTier=2 PreemptMode=OFF
 EOF
 
   # PMIx puts each step's client directory under /tmp by default, named by job and step id only:
@@ -256,7 +265,7 @@ EOF
   # has died.
   local want=$((nodes > 0 ? nodes : 1)) ready=0 states="" deadline=$((SECONDS + 30)) f
   while ((SECONDS < deadline)); do
-    states="$(SLURM_CONF="$dir/slurm.conf" timeout 3 sinfo -h -N -o '%T' 2>/dev/null | tr '\n' ' ' || true)"
+    states="$(SLURM_CONF="$dir/slurm.conf" timeout 3 sinfo -h -N -p debug -o '%T' 2>/dev/null | tr '\n' ' ' || true)"
     ready=0
     for f in $states; do
       case "$f" in idle | mixed | allocated) ready=$((ready + 1)) ;; esac
