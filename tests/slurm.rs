@@ -5,26 +5,17 @@
 //! Without Slurm installed (scripts/setup.sh installs it) these tests say so loudly on stderr
 //! and return; with SAGAN_REQUIRE_SLURM=1 (scripts/test.sh sets it) they fail instead.
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
 use common::bin;
 use common::slurm::{text, Cluster};
+use common::slurm_job::Job;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// One submitted training job: its submit directory (the "repository root" the job runs in),
-/// name, id and Slurm.
-struct Job<'a> {
-    cluster: &'a Cluster,
-    submit: tempfile::TempDir,
-    name: String,
-    id: String,
-    steps: i64,
 }
 
 /// Tiny CPU training, 2 tasks on the single node: about 0.3 s a step on 2 shared cores.
@@ -77,130 +68,11 @@ fn submit_with<'a>(
     let id = cluster.sbatch_train(submit.path(), launcher, &opts, &sets);
     Job {
         cluster,
-        submit,
+        submit: submit.path().to_path_buf(),
         name: name.to_string(),
         id,
         steps,
-    }
-}
-
-impl Job<'_> {
-    fn run_dir(&self) -> PathBuf {
-        self.submit.path().join("runs").join(&self.name)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(
-            self.submit
-                .path()
-                .join(format!("slurm-{}-{}.out", self.name, self.id)),
-        )
-        .unwrap_or_else(|e| format!("<no job log: {e}>"))
-    }
-
-    fn diagnose(&self) -> String {
-        format!(
-            "job {} {:?}\n--- job log\n{}\n{}",
-            self.id,
-            self.cluster.job(&self.id),
-            self.log(),
-            self.cluster.daemon_logs()
-        )
-    }
-
-    /// Steps of metrics.jsonl's training lines, in file order.
-    fn logged_steps(&self) -> Vec<i64> {
-        common::logged_steps(&self.run_dir())
-    }
-
-    /// Waits until training has logged `step` (the job is then mid-run).
-    fn wait_for_step(&self, step: i64) {
-        let t0 = Instant::now();
-        while self.logged_steps().last().copied().unwrap_or(0) < step {
-            assert!(
-                t0.elapsed() < Duration::from_secs(90),
-                "step {step} never logged\n{}",
-                self.diagnose()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// Waits for a final state; returns scontrol's view of the job.
-    fn wait_end(&self) -> HashMap<String, String> {
-        let t0 = Instant::now();
-        loop {
-            let j = self.cluster.job(&self.id);
-            let state = j.get("JobState").cloned().unwrap_or_default();
-            if [
-                "COMPLETED",
-                "FAILED",
-                "CANCELLED",
-                "TIMEOUT",
-                "NODE_FAIL",
-                "OUT_OF_MEMORY",
-            ]
-            .contains(&state.as_str())
-            {
-                return j;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(150),
-                "job did not end in 150 s\n{}",
-                self.diagnose()
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-
-    /// The checkpoint `checkpoints/latest` names.
-    fn latest_checkpoint(&self) -> String {
-        std::fs::read_to_string(self.run_dir().join("checkpoints/latest"))
-            .unwrap_or_else(|e| panic!("no checkpoints/latest: {e}\n{}", self.diagnose()))
-            .trim()
-            .to_string()
-    }
-
-    fn assert_every_step_once(&self) {
-        let steps = self.logged_steps();
-        let want: Vec<i64> = (1..=self.steps).collect();
-        assert_eq!(
-            steps,
-            want,
-            "metrics.jsonl must hold every step exactly once\n{}",
-            self.diagnose()
-        );
-    }
-
-    /// TensorBoard: the raw records of all event files hold each step of loss/D exactly once,
-    /// files in time order continuing each other, and TensorBoard shows 1..=steps as one run.
-    fn assert_one_continuous_tensorboard_run(&self) -> usize {
-        let python = std::env::var_os("SAGAN_PYTHON")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo().join(".venv/bin/python"));
-        let out = Command::new(&python)
-            .arg(repo().join("tests/python/event_steps.py"))
-            .arg(self.run_dir())
-            .arg("loss/D")
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-        assert!(out.status.success(), "event_steps.py: {}", text(&out));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let files = v["files"].as_array().unwrap();
-        let raw: Vec<i64> = files
-            .iter()
-            .flat_map(|f| f[1].as_array().unwrap().iter().map(|s| s.as_i64().unwrap()))
-            .collect();
-        let want: Vec<i64> = (1..=self.steps).collect();
-        assert_eq!(raw, want, "raw event records per file: {files:?}");
-        let shown: Vec<i64> = v["shown"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s.as_i64().unwrap())
-            .collect();
-        assert_eq!(shown, want, "what TensorBoard shows");
-        files.len()
+        owned_dir: Some(submit),
     }
 }
 
@@ -211,7 +83,7 @@ fn a_batch_job_trains_to_the_end_with_checkpoints_events_and_samples() {
     };
     let t0 = Instant::now();
     let job = submit(&cluster, "sagan-complete", "srun", 20, &[]);
-    let end = job.wait_end();
+    let end = job.wait_end(150);
     let log = job.log();
     assert_eq!(end["JobState"], "COMPLETED", "{}", job.diagnose());
     assert_eq!(end["ExitCode"], "0:0", "{}", job.diagnose());
@@ -264,7 +136,7 @@ fn usr1_to_the_ranks_checkpoints_requeues_and_every_step_runs_once() {
         .output()
         .unwrap();
     assert!(out.status.success(), "scancel: {}", text(&out));
-    let end = job.wait_end();
+    let end = job.wait_end(150);
     let log = job.log();
     assert_eq!(end["JobState"], "COMPLETED", "{}", job.diagnose());
     assert_eq!(end["Restarts"], "1", "{}", job.diagnose());
@@ -314,7 +186,7 @@ fn mpirun_mode_the_batch_shells_warning_reaches_the_ranks_and_requeues() {
         .output()
         .unwrap();
     assert!(out.status.success(), "scancel: {}", text(&out));
-    let end = job.wait_end();
+    let end = job.wait_end(150);
     let log = job.log();
     assert_eq!(end["JobState"], "COMPLETED", "{}", job.diagnose());
     assert_eq!(end["Restarts"], "1", "{}", job.diagnose());
@@ -351,7 +223,7 @@ fn scancel_checkpoints_and_does_not_requeue() {
     let seen = *job.logged_steps().last().unwrap();
     let out = cluster.cmd("scancel").arg(&job.id).output().unwrap();
     assert!(out.status.success(), "scancel: {}", text(&out));
-    let end = job.wait_end();
+    let end = job.wait_end(150);
     let log = job.log();
     assert_eq!(end["JobState"], "CANCELLED", "{}", job.diagnose());
     assert_eq!(end["Restarts"], "0", "{}", job.diagnose());
@@ -413,16 +285,17 @@ fn a_step_that_never_launched_is_a_failure_not_a_finished_run() {
         return;
     };
     let uid = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap();
+    let first = cluster.first_job_id();
     std::fs::create_dir_all(
         cluster
             .dir
             .path()
-            .join(format!("pmix/spmix_appdir_{}_1.0", uid.trim())),
+            .join(format!("pmix/spmix_appdir_{}_{first}.0", uid.trim())),
     )
     .unwrap();
     let job = submit(&cluster, "sagan-nolaunch", "srun", 5, &[]);
-    assert_eq!(job.id, "1");
-    let end = job.wait_end();
+    assert_eq!(job.id, first);
+    let end = job.wait_end(150);
     let log = job.log();
     assert!(log.contains("launch failed"), "{}", job.diagnose());
     assert!(
@@ -444,7 +317,7 @@ fn a_second_job_of_the_same_name_refuses_to_run_beside_the_first() {
     let first = submit_with(&cluster, "sagan-twice", "srun", 100_000, &[], &one_task);
     first.wait_for_step(2);
     let second = submit_with(&cluster, "sagan-twice", "srun", 100_000, &[], &one_task);
-    let end = second.wait_end();
+    let end = second.wait_end(150);
     assert_eq!(end["JobState"], "FAILED", "{}", second.diagnose());
     let log = second.log();
     assert!(

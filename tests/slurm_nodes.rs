@@ -4,13 +4,12 @@
 //! through PMIx, their traffic crosses the nodes' veth links, and a preemption reaches every rank
 //! on every node.
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-use tch::Tensor;
+use std::path::Path;
+use std::time::Instant;
 
 mod common;
 use common::slurm::{text, Cluster};
+use common::slurm_job::Job;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -46,14 +45,6 @@ fn link_bytes(c: &Cluster, k: usize) -> (u64, u64) {
             .unwrap()
     };
     (read("rx_bytes"), read("tx_bytes"))
-}
-
-struct Job<'a> {
-    cluster: &'a Cluster,
-    submit: PathBuf,
-    name: String,
-    id: String,
-    steps: i64,
 }
 
 /// A submit directory (the "repository root" jobs run in): launch/ as in a checkout.
@@ -117,122 +108,7 @@ fn submit_shaped<'a>(
         name: name.to_string(),
         id,
         steps,
-    }
-}
-
-impl Job<'_> {
-    fn run_dir(&self) -> PathBuf {
-        self.submit.join("runs").join(&self.name)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(
-            self.submit
-                .join(format!("slurm-{}-{}.out", self.name, self.id)),
-        )
-        .unwrap_or_else(|e| format!("<no job log: {e}>"))
-    }
-
-    fn diagnose(&self) -> String {
-        format!(
-            "job {} {:?}\n--- job log\n{}\n{}",
-            self.id,
-            self.cluster.job(&self.id),
-            self.log(),
-            self.cluster.daemon_logs()
-        )
-    }
-
-    fn wait_for_step(&self, step: i64) {
-        let t0 = Instant::now();
-        while common::logged_steps(&self.run_dir())
-            .last()
-            .copied()
-            .unwrap_or(0)
-            < step
-        {
-            assert!(
-                t0.elapsed() < Duration::from_secs(120),
-                "step {step} never logged\n{}",
-                self.diagnose()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// Waits for a final state.
-    fn wait_end(&self, secs: u64) -> HashMap<String, String> {
-        self.wait_for_state(
-            secs,
-            &["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"],
-        )
-    }
-
-    /// Waits until the batch script has ended: a final state, or COMPLETING (where the job waits
-    /// on a node that is gone, its other nodes are free again).
-    fn wait_batch_end(&self, secs: u64) -> HashMap<String, String> {
-        self.wait_for_state(
-            secs,
-            &[
-                "COMPLETING",
-                "COMPLETED",
-                "FAILED",
-                "CANCELLED",
-                "NODE_FAIL",
-            ],
-        )
-    }
-
-    fn wait_for_state(&self, secs: u64, states: &[&str]) -> HashMap<String, String> {
-        let t0 = Instant::now();
-        loop {
-            let j = self.cluster.job(&self.id);
-            let state = j.get("JobState").cloned().unwrap_or_default();
-            if states.contains(&state.as_str()) {
-                return j;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(secs),
-                "job did not end in {secs} s\n{}",
-                self.diagnose()
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-
-    fn assert_every_step_once(&self) {
-        let want: Vec<i64> = (1..=self.steps).collect();
-        assert_eq!(
-            common::logged_steps(&self.run_dir()),
-            want,
-            "every step exactly once\n{}",
-            self.diagnose()
-        );
-    }
-
-    /// Rank `r`'s replicated state (dist.dump_rank_state), sorted by name.
-    fn rank_state(&self, r: usize) -> Vec<(String, Tensor)> {
-        let mut v = Tensor::read_safetensors(
-            self.run_dir()
-                .join(format!("rank_state/rank{r}.safetensors")),
-        )
-        .unwrap_or_else(|e| panic!("rank {r}: {e}\n{}", self.diagnose()));
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    }
-
-    /// Every rank's replicated state (dist.dump_rank_state) equals rank 0's, bit for bit.
-    fn assert_ranks_identical(&self, ranks: usize) {
-        let first = self.rank_state(0);
-        assert!(first.len() > 50, "{} tensors", first.len());
-        for r in 1..ranks {
-            let other = self.rank_state(r);
-            assert_eq!(other.len(), first.len());
-            for ((na, ta), (nb, tb)) in first.iter().zip(&other) {
-                assert_eq!(na, nb);
-                assert!(ta.equal(tb), "rank {r}: {na} differs from rank 0's");
-            }
-        }
+        owned_dir: None,
     }
 }
 

@@ -4,6 +4,7 @@ use std::process::{Command, Output};
 
 pub mod nodes;
 pub mod slurm;
+pub mod slurm_job;
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sagan")

@@ -94,6 +94,16 @@ impl Cluster {
         self.dir.path().join("slurm.conf")
     }
 
+    /// The id the cluster gives its first job (local-slurm.sh's FirstJobId).
+    pub fn first_job_id(&self) -> String {
+        let conf = std::fs::read_to_string(self.conf()).unwrap();
+        conf.lines()
+            .find_map(|l| l.strip_prefix("FirstJobId="))
+            .expect("FirstJobId in slurm.conf")
+            .trim()
+            .to_string()
+    }
+
     pub fn cmd(&self, program: &str) -> Command {
         let mut c = Command::new(program);
         c.env("SLURM_CONF", self.conf());

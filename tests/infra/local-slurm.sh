@@ -187,6 +187,10 @@ ClusterName=local$$
 $ctld_line
 SlurmctldPort=$ctld_port
 SlurmdPort=$slurmd_port
+# Job ids of their own (the port is this cluster's alone while it runs): OpenMPI names its
+# shared-memory segments in /dev/shm by host name and job, so two clusters' job 2 on their
+# "node1"s would share one and crash each other's ranks.
+FirstJobId=$((ctld_port * 100))
 SlurmUser=root
 SlurmdUser=root
 # Our own munged; cred_expire is also how long a requeued job waits before it may start again.
