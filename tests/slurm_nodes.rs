@@ -217,16 +217,7 @@ fn usr1_reaches_every_rank_on_every_node_and_the_requeued_job_runs_every_step_on
     };
     let t0 = Instant::now();
     let dir = submit_dir();
-    let job = submit(
-        &c,
-        dir.path(),
-        "preempt2",
-        2,
-        1,
-        30,
-        &["train.checkpoint_every=1000"],
-    );
-    job.wait_for_step(8);
+    let job = running_two_node_job(&c, dir.path(), "preempt2", 30);
     let out = c
         .cmd("scancel")
         .args(["--signal=USR1", &job.id])
@@ -252,16 +243,7 @@ fn a_slurm_preemption_checkpoints_every_rank_and_the_job_resumes_after_the_preem
     };
     let t0 = Instant::now();
     let dir = submit_dir();
-    let job = submit(
-        &c,
-        dir.path(),
-        "preempted2",
-        2,
-        1,
-        60,
-        &["train.checkpoint_every=1000"],
-    );
-    job.wait_for_step(8);
+    let job = running_two_node_job(&c, dir.path(), "preempted2", 60);
     let out = c
         .cmd("sbatch")
         .current_dir(dir.path())
@@ -293,6 +275,14 @@ fn a_slurm_preemption_checkpoints_every_rank_and_the_job_resumes_after_the_preem
         urgent["JobId"],
         t0.elapsed()
     );
+}
+
+/// A job of 2 nodes x 1 rank and `steps` that checkpoints only at its end, once it has logged
+/// step 8: a checkpoint before the end can only be a stop's.
+fn running_two_node_job<'a>(c: &'a Cluster, dir: &Path, name: &str, steps: i64) -> Job<'a> {
+    let job = submit(c, dir, name, 2, 1, steps, &["train.checkpoint_every=1000"]);
+    job.wait_for_step(8);
+    job
 }
 
 /// The job was stopped once mid-run at a checkpoint and requeued, and the restart, on both
