@@ -67,17 +67,27 @@ pub struct RingModel {
 
 const UNKNOWNS: usize = 4;
 
+impl Observation {
+    /// Bytes each rank sends in a ring all-reduce: 2(P-1)/P of the payload.
+    pub fn ring_bytes(&self) -> f64 {
+        let p = self.ranks as f64;
+        2.0 * (p - 1.0) / p * self.bytes
+    }
+
+    /// The ring's bytes at the link's full rate; 0 on an unlimited link.
+    pub fn wire_seconds(&self) -> f64 {
+        if self.link_bits_per_s > 0.0 {
+            self.ring_bytes() * 8.0 / self.link_bits_per_s
+        } else {
+            0.0
+        }
+    }
+}
+
 /// The formula's four terms without their coefficients.
 fn features(o: &Observation) -> [f64; UNKNOWNS] {
-    let p = o.ranks as f64;
-    let sent = 2.0 * (p - 1.0) / p * o.bytes;
-    let steps = o.buckets as f64 * 2.0 * (p - 1.0);
-    let link = if o.link_bits_per_s > 0.0 {
-        sent * 8.0 / o.link_bits_per_s
-    } else {
-        0.0
-    };
-    [link, sent, steps, steps * o.delay_s]
+    let steps = o.buckets as f64 * 2.0 * (o.ranks as f64 - 1.0);
+    [o.wire_seconds(), o.ring_bytes(), steps, steps * o.delay_s]
 }
 
 impl RingModel {
@@ -197,6 +207,16 @@ pub struct Cluster {
     pub intra_node_bytes_per_s: f64,
     /// Seconds per ring step.
     pub step_latency_s: f64,
+}
+
+impl Cluster {
+    /// The same cluster with no per-step latency: the bandwidth-only bound.
+    pub fn without_latency(self) -> Cluster {
+        Cluster {
+            step_latency_s: 0.0,
+            ..self
+        }
+    }
 }
 
 /// One network's gradients: its bytes and how many buckets they travel in.

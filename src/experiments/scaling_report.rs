@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 use serde::Deserialize;
 
 use super::curves_plot::{Curve, Panel};
-use super::scaling::{cluster_step, step_seconds, Cluster, Gradients, Observation, RingModel};
+use super::scaling::{
+    cluster_step, step_seconds, Cluster, ClusterStep, Gradients, Observation, RingModel,
+};
 
 /// One line of bench/overlap_nodes.sh --out: `sagan bench-train`'s figures and the run's setting.
 #[derive(Debug, Clone, Deserialize)]
@@ -107,13 +109,11 @@ pub fn link_use_markdown(observations: &[Observation]) -> String {
         if o.link_bits_per_s <= 0.0 || o.delay_s != 0.0 || o.ranks < 2 || o.seconds <= 0.0 {
             continue;
         }
-        let p = o.ranks as f64;
-        let wire = 2.0 * (p - 1.0) / p * o.bytes * 8.0 / o.link_bits_per_s;
         let kb_per_call = (o.bytes / o.buckets.max(1) as f64 / 1e3).round() as i64;
         groups
             .entry((kb_per_call, o.ranks))
             .or_default()
-            .push(wire / o.seconds);
+            .push(o.wire_seconds() / o.seconds);
     }
     let mut ranks: Vec<usize> = groups.keys().map(|k| k.1).collect();
     ranks.sort_unstable();
@@ -232,6 +232,14 @@ pub struct Prediction<'a> {
     pub clusters: &'a [Cluster],
 }
 
+impl Prediction<'_> {
+    /// The predicted step on `nodes` nodes of `cluster`, each GPU with `per_gpu_batch` images.
+    fn step(&self, model: &RingModel, cluster: &Cluster, nodes: usize) -> ClusterStep {
+        let compute_s = self.per_gpu_batch * self.seconds_per_image;
+        cluster_step(model, cluster, nodes, &self.nets, compute_s)
+    }
+}
+
 /// One table per link rate: weak scaling (every GPU keeps `per_gpu_batch` images).
 pub fn prediction_markdown(model: &RingModel, p: &Prediction) -> String {
     let mut md = String::new();
@@ -249,8 +257,7 @@ pub fn prediction_markdown(model: &RingModel, p: &Prediction) -> String {
             "| nodes | GPUs | compute | all-reduce | step | efficiency | step, overlap | efficiency, overlap | images/s |\n|---|---|---|---|---|---|---|---|---|"
         );
         for &n in p.node_counts {
-            let compute = p.per_gpu_batch * p.seconds_per_image;
-            let s = cluster_step(model, c, n, &p.nets, compute);
+            let s = p.step(model, c, n);
             let _ = writeln!(
                 md,
                 "| {n} | {} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0}% | {:.0} ms | {:.0}% | {:.0} |",
@@ -342,11 +349,7 @@ pub fn bandwidth_bound_markdown(model: &RingModel, p: &Prediction) -> String {
         let gpus = n * p.clusters.first().map_or(0, |c| c.gpus_per_node);
         let _ = write!(md, "| {n} | {gpus} |");
         for c in p.clusters {
-            let c = Cluster {
-                step_latency_s: 0.0,
-                ..*c
-            };
-            let s = cluster_step(model, &c, n, &p.nets, p.per_gpu_batch * p.seconds_per_image);
+            let s = p.step(model, &c.without_latency(), n);
             let _ = write!(
                 md,
                 " {:.0}% | {:.0}% |",
@@ -366,14 +369,10 @@ pub fn cluster_panel(model: &RingModel, p: &Prediction) -> (Panel, Vec<String>) 
     let (mut curves, mut names) = (Vec::new(), Vec::new());
     for (overlap, latency) in [(false, true), (true, true), (false, false)] {
         for c in p.clusters {
-            let c = Cluster {
-                step_latency_s: if latency { c.step_latency_s } else { 0.0 },
-                ..*c
-            };
+            let c = if latency { *c } else { c.without_latency() };
             let curve: Curve = (1..=last)
                 .map(|n| {
-                    let s =
-                        cluster_step(model, &c, n, &p.nets, p.per_gpu_batch * p.seconds_per_image);
+                    let s = p.step(model, &c, n);
                     let e = 100.0
                         * if overlap {
                             s.efficiency_overlap()
